@@ -1,0 +1,136 @@
+//! Envelopes: a message's identity and routing metadata, plus its encoded body.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Codec, CodecError, Message};
+
+/// Extra string headers carried with a message (on the bus: AMQP headers).
+pub type Headers = BTreeMap<String, String>;
+
+/// A message id: a UUIDv7, so ids sort by creation time and index well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(pub Uuid);
+
+impl MessageId {
+    /// A fresh UUIDv7.
+    pub fn new() -> Self {
+        MessageId(Uuid::now_v7())
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Who a message is and where it comes from: everything but its body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// This message's id. Kept across redeliveries so consumers can deduplicate.
+    pub id: MessageId,
+    /// The id shared by every message of one conversation; a root message's
+    /// correlation id is its own id.
+    pub correlation_id: MessageId,
+    /// The id of the message whose handling produced this one.
+    pub causation_id: Option<MessageId>,
+    /// The message's wire name (see [`Message::NAME`]).
+    pub name: Cow<'static, str>,
+    /// When the message was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    /// Delivery attempt, starting at 1.
+    pub attempt: u32,
+    /// Extra headers.
+    pub headers: Headers,
+}
+
+impl Metadata {
+    /// Metadata for a new root message: a fresh id that is also its
+    /// correlation id, attempt 1.
+    pub fn root(name: impl Into<Cow<'static, str>>) -> Self {
+        let id = MessageId::new();
+        Metadata {
+            id,
+            correlation_id: id,
+            causation_id: None,
+            name: name.into(),
+            timestamp: OffsetDateTime::now_utc(),
+            attempt: 1,
+            headers: Headers::new(),
+        }
+    }
+
+    /// Metadata for a message produced while handling `self`: same
+    /// correlation id, caused by `self`.
+    pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Self {
+        Metadata {
+            correlation_id: self.correlation_id,
+            causation_id: Some(self.id),
+            ..Metadata::root(name)
+        }
+    }
+}
+
+/// A message ready for the wire: metadata plus the encoded body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Identity and routing metadata.
+    pub meta: Metadata,
+    /// How `payload` is encoded.
+    pub codec: Codec,
+    /// The encoded body.
+    pub payload: Vec<u8>,
+}
+
+impl Envelope {
+    /// Encodes `message` under fresh root metadata. The codec is the
+    /// message type's own ([`Message::CODEC`]) or else `default_codec`.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] when the body cannot be encoded.
+    pub fn encode<M: Message + Serialize>(message: &M, default_codec: Codec) -> Result<Self, CodecError> {
+        Self::encode_with(message, Metadata::root(M::NAME), default_codec)
+    }
+
+    /// Encodes `message` under the given metadata.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] when the body cannot be encoded.
+    pub fn encode_with<M: Message + Serialize>(
+        message: &M,
+        meta: Metadata,
+        default_codec: Codec,
+    ) -> Result<Self, CodecError> {
+        let codec = M::CODEC.unwrap_or(default_codec);
+        let payload = codec.encode(M::NAME, message)?;
+        Ok(Envelope { meta, codec, payload })
+    }
+
+    /// Decodes the body as `M`, checking first that the envelope holds `M`.
+    ///
+    /// # Errors
+    /// [`CodecError::NameMismatch`] when the envelope names another message,
+    /// [`CodecError::Decode`] when the body is not a valid `M`.
+    pub fn decode<M: Message + DeserializeOwned>(&self) -> Result<M, CodecError> {
+        if self.meta.name != M::NAME {
+            return Err(CodecError::NameMismatch {
+                expected: M::NAME.to_owned(),
+                found: self.meta.name.to_string(),
+            });
+        }
+        self.codec.decode(M::NAME, &self.payload)
+    }
+}

@@ -1,0 +1,101 @@
+//! The metrics registry: per-actor counters, latency histograms and mailbox
+//! depth, read as a [`MetricsSnapshot`].
+//!
+//! Recording stays off the hot path. Outcome counters are relaxed atomics
+//! written by one actor each; latency samples go over a bounded crossbeam
+//! channel to a reporter thread that owns the histograms. When that channel
+//! is full the sample is dropped and counted
+//! ([`MetricsSnapshot::dropped_samples`]), never waited for.
+
+mod registry;
+mod snapshot;
+
+pub use registry::{ActorMetrics, MetricsRegistry};
+pub use snapshot::{ActorSnapshot, Latency, MetricsSnapshot, OutcomeCounts, TreeNode};
+
+use serde::{Deserialize, Serialize};
+
+/// How the handling of one message ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The handler returned `Ok`.
+    Ok,
+    /// The handler returned `Err`.
+    Error,
+    /// The handler panicked.
+    Panic,
+    /// The handler did not finish in time and was cancelled.
+    Timeout,
+    /// The message went to the dead-letter queue.
+    DeadLettered,
+    /// The message was a duplicate and was not handled again.
+    Duplicate,
+}
+
+impl Outcome {
+    pub(crate) const ALL: [Outcome; 6] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Panic,
+        Outcome::Timeout,
+        Outcome::DeadLettered,
+        Outcome::Duplicate,
+    ];
+
+    /// The label used in tables and exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Panic => "panic",
+            Outcome::Timeout => "timeout",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Where an actor is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorStatus {
+    /// Serving its mailbox.
+    Running,
+    /// Failed, waiting out its backoff before the supervisor restarts it.
+    Restarting,
+    /// Stopped by shutdown.
+    Stopped,
+    /// Failed too often; the supervisor gave up on it and closed its mailbox.
+    GivenUp,
+}
+
+impl ActorStatus {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => ActorStatus::Restarting,
+            2 => ActorStatus::Stopped,
+            3 => ActorStatus::GivenUp,
+            _ => ActorStatus::Running,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            ActorStatus::Running => 0,
+            ActorStatus::Restarting => 1,
+            ActorStatus::Stopped => 2,
+            ActorStatus::GivenUp => 3,
+        }
+    }
+
+    /// The label used in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorStatus::Running => "running",
+            ActorStatus::Restarting => "restarting",
+            ActorStatus::Stopped => "stopped",
+            ActorStatus::GivenUp => "given up",
+        }
+    }
+}
