@@ -92,18 +92,44 @@ impl<J: Send + 'static> Mailbox<J> {
         }
     }
 
+    /// Waits for room, then holds a place for one job. Reserving before the
+    /// job exists lets a caller keep its message when the mailbox is closed.
+    ///
+    /// # Errors
+    /// [`Closed`] when the mailbox is closed or closes while this call waits.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future reserves nothing.
+    pub async fn reserve(&self) -> Result<Reservation<'_, J>, Closed<()>> {
+        match Arc::clone(&self.inner.slots).acquire_owned().await {
+            Ok(permit) => Ok(Reservation { mailbox: self, permit }),
+            Err(_closed) => Err(Closed(())),
+        }
+    }
+
+    /// Holds a place for one job if there is room now.
+    ///
+    /// # Errors
+    /// [`TrySendError::Full`] or [`TrySendError::Closed`].
+    pub fn try_reserve(&self) -> Result<Reservation<'_, J>, TrySendError<()>> {
+        match Arc::clone(&self.inner.slots).try_acquire_owned() {
+            Ok(permit) => Ok(Reservation { mailbox: self, permit }),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TrySendError::Full(())),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(TrySendError::Closed(())),
+        }
+    }
+
     /// Queues `job`, waiting while the mailbox is full.
     ///
     /// # Errors
-    /// [`Closed`], with the job, when the mailbox is closed or closes while
-    /// this call waits.
+    /// [`Closed`], with the job, when the mailbox is closed.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future before it resolves queues nothing.
     pub async fn send(&self, job: J) -> Result<(), Closed<J>> {
-        match Arc::clone(&self.inner.slots).acquire_owned().await {
-            Ok(permit) => self.push(job, permit).map_err(Closed),
-            Err(_closed) => Err(Closed(job)),
+        match self.reserve().await {
+            Ok(reservation) => reservation.send(job).map_err(Closed),
+            Err(Closed(())) => Err(Closed(job)),
         }
     }
 
@@ -112,22 +138,10 @@ impl<J: Send + 'static> Mailbox<J> {
     /// # Errors
     /// [`TrySendError::Full`] or [`TrySendError::Closed`], with the job.
     pub fn try_send(&self, job: J) -> Result<(), TrySendError<J>> {
-        match Arc::clone(&self.inner.slots).try_acquire_owned() {
-            Ok(permit) => self.push(job, permit).map_err(TrySendError::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => Err(TrySendError::Full(job)),
-            Err(tokio::sync::TryAcquireError::Closed) => Err(TrySendError::Closed(job)),
-        }
-    }
-
-    fn push(&self, job: J, permit: OwnedSemaphorePermit) -> Result<(), J> {
-        let queued = Queued { job, slot: Slot { _permit: permit } };
-        match self.inner.tx.try_send(queued) {
-            Ok(()) => Ok(()),
-            // Full cannot happen (see `Inner::tx`); Closed cannot either while
-            // `Inner` holds the receiver. Both still hand the job back.
-            Err(mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) => {
-                Err(q.job)
-            }
+        match self.try_reserve() {
+            Ok(reservation) => reservation.send(job).map_err(TrySendError::Closed),
+            Err(TrySendError::Full(())) => Err(TrySendError::Full(job)),
+            Err(TrySendError::Closed(())) => Err(TrySendError::Closed(job)),
         }
     }
 
@@ -195,6 +209,27 @@ impl<J: Send + 'static> Mailbox<J> {
             jobs.push(queued.job);
         }
         jobs
+    }
+}
+
+/// A place held in a mailbox for one job; dropping it gives the place back.
+pub struct Reservation<'a, J> {
+    mailbox: &'a Mailbox<J>,
+    permit: OwnedSemaphorePermit,
+}
+
+impl<J> Reservation<'_, J> {
+    /// Queues `job` in the reserved place.
+    ///
+    /// # Errors
+    /// Hands the job back if the channel refused it, which the slot
+    /// accounting rules out (see `Inner::tx`).
+    pub fn send(self, job: J) -> Result<(), J> {
+        let queued = Queued { job, slot: Slot { _permit: self.permit } };
+        match self.mailbox.inner.tx.try_send(queued) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) => Err(q.job),
+        }
     }
 }
 

@@ -1,0 +1,288 @@
+//! The handler actor: one ractor actor serving one bounded mailbox.
+//!
+//! ractor's own mailbox carries a single control message (`Run`); the
+//! messages to handle wait in the address's [`Mailbox`], which outlives the
+//! incarnation. The actor loops over that mailbox one job at a time. A job
+//! that panics is answered with `HandlerPanicked`, and then the actor fails
+//! on purpose so that its supervisor restarts it with fresh state; the jobs
+//! queued behind it wait for the new incarnation.
+
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use hexeract_runtime::mailbox::Mailbox;
+use hexeract_runtime::metrics::{ActorMetrics, Outcome};
+use hexeract_runtime::supervision::Child;
+use hexeract_runtime::{BoxFuture, Message};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::context::Context;
+use crate::error::DispatchError;
+use crate::handler::{HandlerResult, Handles};
+
+/// Queued work for an actor whose state is `S`: runs one message against
+/// the state, answers the caller, records the outcome.
+pub(crate) type Job<S> = Box<dyn for<'a> FnOnce(&'a mut S, &'a WorkerInfo) -> BoxFuture<'a, JobEnd> + Send>;
+
+/// How a job left the actor.
+pub(crate) enum JobEnd {
+    /// Keep serving.
+    Continue,
+    /// The handler panicked: the actor must be restarted with fresh state.
+    Panicked(String),
+}
+
+/// What a worker incarnation knows about itself; shared by all of them.
+pub(crate) struct WorkerInfo {
+    pub(crate) path: String,
+    pub(crate) handler: &'static str,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) metrics: Arc<ActorMetrics>,
+    /// Cancelled at the shutdown deadline: in-progress work gives up.
+    pub(crate) stop: CancellationToken,
+    /// Jobs given up at the shutdown deadline while in progress.
+    pub(crate) abandoned: AtomicU64,
+}
+
+/// Wraps one message into a job for an actor of state `S`.
+pub(crate) fn job<S, M>(
+    message: M,
+    ctx: Context,
+    reply: oneshot::Sender<Result<M::Output, DispatchError>>,
+) -> Job<S>
+where
+    S: Handles<M>,
+    M: Message,
+{
+    // The caller's span (the dispatch span of the tracing middleware) becomes
+    // the parent of the handler's span, across the hop to the actor's task.
+    let parent = tracing::Span::current();
+    Box::new(move |state: &mut S, worker: &WorkerInfo| Box::pin(run::<S, M>(state, worker, message, ctx, reply, parent)))
+}
+
+enum Ended<T> {
+    Finished(Result<T, Box<dyn std::any::Any + Send>>),
+    CallerGaveUp,
+    ShutdownDeadline,
+    TimedOut(Duration),
+}
+
+async fn run<S, M>(
+    state: &mut S,
+    worker: &WorkerInfo,
+    message: M,
+    ctx: Context,
+    reply: oneshot::Sender<Result<M::Output, DispatchError>>,
+    parent: tracing::Span,
+) -> JobEnd
+where
+    S: Handles<M>,
+    M: Message,
+{
+    let started = Instant::now();
+    if ctx.cancel.is_cancelled() {
+        // The caller's timeout fired while the message was queued: it has its
+        // answer already, and the work must not start.
+        worker.metrics.count(Outcome::Timeout);
+        return JobEnd::Continue;
+    }
+    let span = tracing::info_span!(parent: &parent, "handle", handler = worker.handler, actor = %worker.path, outcome = tracing::field::Empty);
+    let handling = AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind().instrument(span.clone());
+    let per_handler_timeout = async {
+        match worker.timeout {
+            Some(after) => {
+                tokio::time::sleep(after).await;
+                after
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let ended = tokio::select! {
+        biased;
+        result = handling => Ended::Finished(result),
+        () = ctx.cancel.cancelled() => Ended::CallerGaveUp,
+        () = worker.stop.cancelled() => Ended::ShutdownDeadline,
+        after = per_handler_timeout => Ended::TimedOut(after),
+    };
+    let (outcome, answer, end) = match ended {
+        Ended::Finished(Ok(result)) => match result.into_result() {
+            Ok(output) => (Outcome::Ok, Some(Ok(output)), JobEnd::Continue),
+            Err(source) => (
+                Outcome::Error,
+                Some(Err(DispatchError::Handler { handler: worker.handler, message: M::NAME, source })),
+                JobEnd::Continue,
+            ),
+        },
+        Ended::Finished(Err(payload)) => {
+            let panic = panic_message(payload.as_ref());
+            let error = DispatchError::HandlerPanicked { handler: worker.handler, message: M::NAME, panic: panic.clone() };
+            (Outcome::Panic, Some(Err(error)), JobEnd::Panicked(panic))
+        }
+        // The caller already returned `Timeout`; nobody waits for an answer.
+        Ended::CallerGaveUp => (Outcome::Timeout, None, JobEnd::Continue),
+        Ended::TimedOut(after) => {
+            ctx.cancel.cancel();
+            (Outcome::Timeout, Some(Err(DispatchError::Timeout { message: M::NAME, after })), JobEnd::Continue)
+        }
+        Ended::ShutdownDeadline => {
+            worker.abandoned.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(Err(DispatchError::ShuttingDown { message: M::NAME }));
+            return JobEnd::Continue;
+        }
+    };
+    span.record("outcome", outcome.as_str());
+    // Metrics before the answer: a caller that reads them after its reply
+    // sees its own message counted.
+    worker.metrics.record(outcome, started.elapsed());
+    if let Some(answer) = answer {
+        // The caller may have gone away (dropped its future); that is its right.
+        let _ = reply.send(answer);
+    }
+    end
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// The ractor actor behind one worker of a handler pool.
+pub(crate) struct Worker<S>(PhantomData<fn() -> S>);
+
+pub(crate) struct WorkerArgs<S> {
+    mailbox: Mailbox<Job<S>>,
+    factory: Arc<dyn Fn() -> S + Send + Sync>,
+    info: Arc<WorkerInfo>,
+}
+
+pub(crate) struct WorkerState<S> {
+    handler: S,
+    mailbox: Mailbox<Job<S>>,
+    info: Arc<WorkerInfo>,
+}
+
+pub(crate) enum WorkerMsg {
+    /// Serve the mailbox until told to stop.
+    Run,
+}
+
+impl<S: Send + 'static> Actor for Worker<S> {
+    type Msg = WorkerMsg;
+    type State = WorkerState<S>;
+    type Arguments = WorkerArgs<S>;
+
+    async fn pre_start(&self, _myself: ActorRef<WorkerMsg>, args: WorkerArgs<S>) -> Result<WorkerState<S>, ActorProcessingErr> {
+        Ok(WorkerState { handler: (args.factory)(), mailbox: args.mailbox, info: args.info })
+    }
+
+    async fn post_start(&self, myself: ActorRef<WorkerMsg>, _state: &mut WorkerState<S>) -> Result<(), ActorProcessingErr> {
+        myself.cast(WorkerMsg::Run)?;
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<WorkerMsg>, message: WorkerMsg, state: &mut WorkerState<S>) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerMsg::Run => {
+                let mut receiver = state.mailbox.receiver().await;
+                while let Some(queued) = receiver.recv().await {
+                    let (job, slot) = queued.into_parts();
+                    let end = job(&mut state.handler, &state.info).await;
+                    // The slot is freed only now: depth counts work in progress.
+                    drop(slot);
+                    if let JobEnd::Panicked(panic) = end {
+                        return Err(format!("handler `{}` panicked: {panic}", state.info.handler).into());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One worker as its supervisor and the shutdown sequence see it.
+pub(crate) struct WorkerChild<S> {
+    pub(crate) mailbox: Mailbox<Job<S>>,
+    pub(crate) factory: Arc<dyn Fn() -> S + Send + Sync>,
+    pub(crate) info: Arc<WorkerInfo>,
+}
+
+impl<S: Send + 'static> Child for WorkerChild<S> {
+    fn path(&self) -> &str {
+        &self.info.path
+    }
+
+    fn metrics(&self) -> &ActorMetrics {
+        &self.info.metrics
+    }
+
+    fn spawn(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<ActorCell, SpawnErr>> {
+        Box::pin(async move {
+            let args = WorkerArgs { mailbox: self.mailbox.clone(), factory: Arc::clone(&self.factory), info: Arc::clone(&self.info) };
+            let (actor, _join) = Actor::spawn_linked(None, Worker::<S>(PhantomData), args, supervisor).await?;
+            Ok(actor.get_cell())
+        })
+    }
+
+    fn give_up(&self) {
+        self.mailbox.close();
+        self.mailbox.stop_reader();
+        // Dropping the queued jobs drops their reply senders: each waiting
+        // caller gets `HandlerStopped` at once instead of waiting forever.
+        drop(self.mailbox.take_remaining());
+    }
+}
+
+/// The type-erased controls the shutdown sequence needs from a worker.
+pub(crate) trait WorkerControl: Send + Sync {
+    fn path(&self) -> &str;
+    fn depth(&self) -> usize;
+    fn handled_total(&self) -> u64;
+    /// Closes intake and tells the reader to stop (in-progress work gives up).
+    fn stop_reader(&self);
+    /// Once the reader is gone: drops what is still queued (each caller gets
+    /// `ShuttingDown`) and returns how many that was.
+    fn take_remaining(&self) -> u64;
+    fn abandoned_in_progress(&self) -> u64;
+}
+
+impl<S: Send + 'static> WorkerControl for WorkerChild<S> {
+    fn path(&self) -> &str {
+        &self.info.path
+    }
+
+    fn depth(&self) -> usize {
+        self.mailbox.depth()
+    }
+
+    fn handled_total(&self) -> u64 {
+        [Outcome::Ok, Outcome::Error, Outcome::Panic, Outcome::Timeout]
+            .into_iter()
+            .map(|outcome| self.info.metrics.handled(outcome))
+            .sum()
+    }
+
+    fn stop_reader(&self) {
+        self.mailbox.close();
+        self.mailbox.stop_reader();
+    }
+
+    fn take_remaining(&self) -> u64 {
+        self.mailbox.take_remaining().len() as u64
+    }
+
+    fn abandoned_in_progress(&self) -> u64 {
+        self.info.abandoned.load(Ordering::Relaxed)
+    }
+}
