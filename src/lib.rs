@@ -1,1 +1,88 @@
-//! facade
+//! Hexeract: a messaging framework where every handler is a supervised actor
+//! with a bounded mailbox.
+//!
+//! This release holds the in-process mediator: commands, queries and
+//! notifications dispatched to handler actors, typed end to end. Handlers
+//! are registered with `#[handler]`, found at start by
+//! [`Builder::discover_handlers`], and checked against the declared
+//! messages before anything runs.
+//!
+//! # Examples
+//!
+//! ```
+//! use hexeract::{Context, Hexeract, Message, handler};
+//! use std::time::Duration;
+//!
+//! #[derive(Debug, Message)]
+//! #[message(name = "greet.v1", query, output = String)]
+//! struct Greet { name: String }
+//!
+//! #[handler]
+//! async fn greet(query: Greet, _ctx: &Context) -> Result<String, std::convert::Infallible> {
+//!     Ok(format!("hello, {}", query.name))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let system = Hexeract::builder().handler(GreetHandler).start().await?;
+//! let answer = system.mediator().query(Greet { name: "ada".into() }).await?;
+//! assert_eq!(answer, "hello, ada");
+//! println!("{}", system.metrics());
+//! let report = system.shutdown(Duration::from_secs(5)).await;
+//! assert!(report.is_clean());
+//! # Ok(()) }
+//! ```
+
+// Lets the macros name `::hexeract` even inside this crate's own tests.
+extern crate self as hexeract;
+
+mod builder;
+mod system;
+
+pub use builder::{Builder, Hexeract};
+pub use hexeract_actors::{
+    Context, DispatchError, HandlerActor, HandlerFailure, HandlerOptions, HandlerProblem, HandlerRegistration,
+    HandlerResult, Handles, Mediator, PublishError, RouteInfo, Routes, StartError, TrySendError, VerifyError,
+    middleware,
+};
+pub use hexeract_macros::{Message, handler};
+pub use hexeract_runtime::shutdown::{ActorShutdown, ShutdownReport, shutdown_signal};
+pub use hexeract_runtime::supervision::{Backoff, Escalation, PolicyError, RestartPolicy};
+pub use hexeract_runtime::{
+    BoxError, BoxFuture, Codec, CodecError, Command, Envelope, Headers, Message, MessageId, MessageKind, Metadata,
+    MissingState, Notification, Query,
+};
+pub use system::System;
+
+/// Per-actor figures: what [`System::metrics`] returns.
+pub mod metrics {
+    pub use hexeract_runtime::metrics::{
+        ActorSnapshot, ActorStatus, Latency, MetricsSnapshot, Outcome, OutcomeCounts, TreeNode,
+    };
+}
+
+/// The capacity of a handler's mailbox when neither the handler nor the
+/// builder sets one.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = hexeract_runtime::mailbox::DEFAULT_CAPACITY.get();
+
+/// What the macros expand to. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use hexeract_actors::inventory;
+    pub use hexeract_actors::{DeclaredMessage, DiscoveredHandler, HandlerRegistration};
+    pub use hexeract_runtime::routing_key_of;
+
+    /// `#[handler]` on an `impl` block is discovered by building its state
+    /// with `Default`.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` has no `Default`, so `discover_handlers()` cannot build it",
+        note = "derive or implement `Default`, or write `#[handler(manual)]` and register a value with `.handler(value)`"
+    )]
+    pub trait DiscoverableState: Default {}
+    impl<T: Default> DiscoverableState for T {}
+
+    /// Registers a discoverable handler actor with `Default` state.
+    pub fn register_default<S: crate::HandlerActor + DiscoverableState>() -> HandlerRegistration {
+        HandlerRegistration::with_default::<S>()
+    }
+}

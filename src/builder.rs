@@ -1,0 +1,154 @@
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use hexeract_actors::middleware::{Middleware, Tracing};
+use hexeract_actors::{HandlerActor, HandlerRegistration, MediatorConfig, MediatorTree, StartError};
+use hexeract_runtime::StateMap;
+use hexeract_runtime::mailbox::DEFAULT_CAPACITY;
+use hexeract_runtime::metrics::MetricsRegistry;
+use hexeract_runtime::supervision::{Escalation, RestartPolicy};
+
+use crate::System;
+
+/// The entry point: `Hexeract::builder()`.
+pub struct Hexeract;
+
+impl Hexeract {
+    /// A builder with the defaults: no handlers, [`Tracing`] middleware,
+    /// mailboxes of [`DEFAULT_MAILBOX_CAPACITY`](crate::DEFAULT_MAILBOX_CAPACITY),
+    /// the default [`RestartPolicy`].
+    pub fn builder() -> Builder {
+        Builder {
+            registrations: Vec::new(),
+            discover: false,
+            check_declared: None,
+            state: StateMap::new(),
+            middleware: Vec::new(),
+            default_middleware: true,
+            capacity: Some(DEFAULT_CAPACITY),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+/// Configures and starts a [`System`].
+#[must_use = "a builder does nothing until `start` is awaited"]
+pub struct Builder {
+    registrations: Vec<HandlerRegistration>,
+    discover: bool,
+    check_declared: Option<bool>,
+    state: StateMap,
+    middleware: Vec<Arc<dyn Middleware>>,
+    default_middleware: bool,
+    capacity: Option<NonZeroUsize>,
+    restart: RestartPolicy,
+}
+
+impl Builder {
+    /// Shares `value` with every handler as `ctx.state::<T>()` (a database
+    /// pool, an HTTP client...). One value per type; a second replaces the first.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Registers every `#[handler]` linked into the binary, and makes
+    /// [`start`](Builder::start) check that every declared command and
+    /// query has one.
+    pub fn discover_handlers(mut self) -> Self {
+        self.discover = true;
+        self
+    }
+
+    /// Registers one handler actor built by hand. `value` is its initial
+    /// state: each worker of the pool, and each restart after a panic,
+    /// starts from a clone of it.
+    pub fn handler<S: HandlerActor + Clone + Sync>(mut self, value: S) -> Self {
+        self.registrations.push(HandlerRegistration::new(move || value.clone()));
+        self
+    }
+
+    /// Registers a prepared [`HandlerRegistration`] (for state built by a
+    /// factory function rather than cloned).
+    pub fn registration(mut self, registration: HandlerRegistration) -> Self {
+        self.registrations.push(registration);
+        self
+    }
+
+    /// Whether `start` checks that every `#[derive(Message)]` command and
+    /// query linked into the binary has a handler. On by default with
+    /// [`discover_handlers`](Builder::discover_handlers), off otherwise
+    /// (a test that registers two handlers by hand has no use for it).
+    pub fn check_declared_messages(mut self, check: bool) -> Self {
+        self.check_declared = Some(check);
+        self
+    }
+
+    /// Adds a middleware around every dispatch, inside those added before.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
+        self
+    }
+
+    /// Leaves out the default [`Tracing`] middleware.
+    pub fn without_default_middleware(mut self) -> Self {
+        self.default_middleware = false;
+        self
+    }
+
+    /// Mailbox capacity for handlers that set none. Zero is refused by `start`.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = NonZeroUsize::new(capacity);
+        self
+    }
+
+    /// How handler actors are restarted after a panic.
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.restart = policy;
+        self
+    }
+
+    /// Verifies the handlers, spawns the supervision tree and returns the
+    /// running system.
+    ///
+    /// # Errors
+    /// [`StartError::Verify`] naming every missing and duplicate handler,
+    /// [`StartError::Config`] for invalid settings, [`StartError::Spawn`]
+    /// when an actor cannot start.
+    pub async fn start(self) -> Result<System, StartError> {
+        let capacity = self
+            .capacity
+            .ok_or_else(|| StartError::Config("mailbox capacity must be at least 1".into()))?;
+        let mut registrations = self.registrations;
+        if self.discover {
+            registrations.extend(hexeract_actors::discovered_handlers().into_iter().map(|found| (found.register)()));
+        }
+        let declared = if self.check_declared.unwrap_or(self.discover) {
+            hexeract_actors::declared_messages()
+        } else {
+            Vec::new()
+        };
+        hexeract_actors::verify_handlers(&registrations, &declared)?;
+
+        let mut middleware: Vec<Arc<dyn Middleware>> = Vec::new();
+        if self.default_middleware {
+            middleware.push(Arc::new(Tracing));
+        }
+        middleware.extend(self.middleware);
+
+        let escalations = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&escalations);
+        let config = MediatorConfig {
+            default_capacity: capacity,
+            restart: self.restart,
+            middleware,
+            state: self.state,
+            on_escalate: Arc::new(move |escalation: Escalation| {
+                sink.lock().unwrap_or_else(PoisonError::into_inner).push(escalation);
+            }),
+        };
+        let metrics = MetricsRegistry::new();
+        let tree = MediatorTree::start(registrations, config, &metrics).await?;
+        Ok(System::new(tree, metrics, escalations))
+    }
+}
