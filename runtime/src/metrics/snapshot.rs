@@ -237,7 +237,8 @@ impl fmt::Display for MetricsSnapshot {
         if self.dropped_samples > 0 {
             let _ = writeln!(out, "({} latency samples dropped)", self.dropped_samples);
         }
-        f.write_str(out.trim_end_matches(' '))
+        let trimmed: Vec<&str> = out.lines().map(str::trim_end).collect();
+        writeln!(f, "{}", trimmed.join("\n"))
     }
 }
 
