@@ -25,8 +25,11 @@ pub struct HandlerRegistration {
     name: &'static str,
     options: HandlerOptions,
     routes: Vec<RouteInfo>,
-    spawn: Box<dyn for<'a> FnOnce(SpawnArgs<'a>) -> BoxFuture<'a, Result<Vec<Arc<dyn WorkerControl>>, String>> + Send>,
+    spawn: SpawnFn,
 }
+
+/// Spawns a registration's workers under the system's supervisor.
+type SpawnFn = Box<dyn for<'a> FnOnce(SpawnArgs<'a>) -> BoxFuture<'a, Result<Vec<Arc<dyn WorkerControl>>, String>> + Send>;
 
 /// What spawning a registration needs from the system.
 pub(crate) struct SpawnArgs<'a> {

@@ -484,9 +484,9 @@ async fn a_pool_handles_each_keys_messages_in_order() {
         for reply in futures::future::join_all(replies).await {
             reply.expect("handled");
         }
-        let ledger = ledger.lock().expect("lock");
+        let ledger = ledger.lock().expect("lock").clone();
         assert_eq!(ledger.len(), 50);
-        for (account, seqs) in ledger.iter() {
+        for (account, seqs) in &ledger {
             assert_eq!(seqs, &(0..200).collect::<Vec<_>>(), "account {account} out of order");
         }
         let snapshot = system.metrics();
@@ -494,7 +494,6 @@ async fn a_pool_handles_each_keys_messages_in_order() {
         assert_eq!(workers.len(), 4);
         assert!(workers.iter().all(|w| w.handled.ok > 0), "keys spread over all workers");
         assert_eq!(workers.iter().map(|w| w.handled.ok).sum::<u64>(), 10_000);
-        drop(ledger);
         system.shutdown(Duration::from_secs(5)).await;
     })
     .await;

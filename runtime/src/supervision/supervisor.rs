@@ -156,10 +156,10 @@ impl Actor for Supervisor {
             SupervisorMsg::StopChildren(grace, reply) => {
                 state.stopping = true;
                 for slot in &mut state.children {
-                    if let Some(cell) = slot.current.take() {
-                        if cell.stop_and_wait(None, Some(grace)).await.is_err() {
-                            cell.kill();
-                        }
+                    if let Some(cell) = slot.current.take()
+                        && cell.stop_and_wait(None, Some(grace)).await.is_err()
+                    {
+                        cell.kill();
                     }
                     slot.child.metrics().set_status(ActorStatus::Stopped);
                 }
