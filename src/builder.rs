@@ -63,8 +63,13 @@ impl Builder {
     /// Registers one handler actor built by hand. `value` is its initial
     /// state: each worker of the pool, and each restart after a panic,
     /// starts from a clone of it.
-    pub fn handler<S: HandlerActor + Clone + Sync>(mut self, value: S) -> Self {
-        self.registrations.push(HandlerRegistration::new(move || value.clone()));
+    pub fn handler<S: HandlerActor + Clone>(mut self, value: S) -> Self {
+        // The mutex lets state that is `Send` but not `Sync` (a `RefCell`, say)
+        // be cloned from the supervisor's task; it is locked only at (re)start.
+        let initial = Mutex::new(value);
+        self.registrations.push(HandlerRegistration::new(move || {
+            initial.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        }));
         self
     }
 

@@ -86,3 +86,8 @@ pub mod __private {
         HandlerRegistration::with_default::<S>()
     }
 }
+
+/// The README's example, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
