@@ -749,3 +749,74 @@ async fn verify_handlers_names_duplicates_and_missing_handlers() {
     })
     .await;
 }
+
+// ---- breaking things under load ----------------------------------------------------
+
+#[derive(Message)]
+#[message(name = "test.mixed-load.v1", command, output = u32)]
+struct MixedLoad(u32);
+
+#[handler(workers = 4, capacity = 16)]
+async fn mixed_load(cmd: MixedLoad) -> Result<u32, BoxError> {
+    tokio::task::yield_now().await;
+    if cmd.0 % 50 == 0 {
+        panic!("poison {}", cmd.0);
+    }
+    Ok(cmd.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_with_panics_every_caller_gets_an_answer_and_the_counts_add_up() {
+    within(LIMIT, async {
+        let policy = quick_restarts().intensity(1_000, Duration::from_secs(60)).expect("valid");
+        let system = Hexeract::builder()
+            .handler(MixedLoadHandler)
+            .restart_policy(policy)
+            .mailbox_capacity(16)
+            .start()
+            .await
+            .expect("start");
+        let tasks: Vec<_> = (0..16_u32)
+            .map(|t| {
+                let mediator = system.mediator();
+                tokio::spawn(async move {
+                    let (mut ok, mut panicked) = (0_u32, 0_u32);
+                    for i in 0..125 {
+                        let n = t * 125 + i;
+                        match mediator.send(MixedLoad(n)).await {
+                            Ok(answer) => {
+                                assert_eq!(answer, n);
+                                ok += 1;
+                            }
+                            Err(DispatchError::HandlerPanicked { .. }) => {
+                                assert_eq!(n % 50, 0, "only poison messages panic");
+                                panicked += 1;
+                            }
+                            Err(other) => panic!("message {n}: unexpected {other}"),
+                        }
+                    }
+                    (ok, panicked)
+                })
+            })
+            .collect();
+        let (mut ok, mut panicked) = (0, 0);
+        for task in tasks {
+            let (o, p) = task.await.expect("sender task");
+            ok += o;
+            panicked += p;
+        }
+        assert_eq!((ok, panicked), (1_960, 40), "2,000 messages, 1 in 50 poisoned, none lost");
+        let snapshot = system.metrics();
+        let workers = snapshot.subtree("mediator/mixed_load");
+        assert_eq!(workers.iter().map(|w| w.handled.ok).sum::<u64>(), 1_960);
+        assert_eq!(workers.iter().map(|w| w.handled.panic).sum::<u64>(), 40);
+        let restarted = eventually(Duration::from_secs(10), || {
+            system.metrics().subtree("mediator/mixed_load").iter().map(|w| w.restarts).sum::<u64>() == 40
+        })
+        .await;
+        assert!(restarted, "every panic restarted its worker");
+        let report = system.shutdown(Duration::from_secs(5)).await;
+        assert!(report.is_clean(), "{report}");
+    })
+    .await;
+}
