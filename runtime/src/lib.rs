@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
+pub mod ports;
 pub mod shutdown;
 pub mod state;
 pub mod supervision;
