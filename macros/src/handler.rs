@@ -24,7 +24,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
 struct HandlerSig<'a> {
     message: &'a Type,
     result: &'a Type,
-    takes_context: bool,
+    /// The `ctx` argument to pass, spanned on the user's `&Context` type so
+    /// that a wrong reference type (`&String`) is reported there.
+    context: Option<TokenStream>,
 }
 
 /// Checks everything but the receiver: async, not generic, the message by
@@ -37,14 +39,14 @@ fn check_signature(sig: &Signature, is_method: bool) -> syn::Result<HandlerSig<'
         return Err(syn::Error::new(constness.span(), "a handler cannot be `const`"));
     }
     if let Some(abi) = &sig.abi {
-        return Err(syn::Error::new(abi.span(), "a handler cannot have an `extern` ABI"));
+        return Err(syn::Error::new_spanned(abi, "a handler cannot have an `extern` ABI"));
     }
     if let Some(variadic) = &sig.variadic {
         return Err(syn::Error::new(variadic.span(), "a handler cannot be variadic"));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(
-            sig.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
             "a handler cannot be generic: each handler handles one concrete message type",
         ));
     }
@@ -52,25 +54,31 @@ fn check_signature(sig: &Signature, is_method: bool) -> syn::Result<HandlerSig<'
     if is_method {
         inputs.next();
     } else if let Some(FnArg::Receiver(receiver)) = sig.inputs.first() {
-        return Err(syn::Error::new(
-            receiver.span(),
+        return Err(syn::Error::new_spanned(
+            receiver,
             "a method handler belongs in an `impl` block marked `#[handler]`",
         ));
     }
     let typed: Vec<_> = inputs.collect();
-    let arity_error = || {
-        let span = if typed.is_empty() { sig.paren_token.span.join() } else { sig.inputs.span() };
-        syn::Error::new(
-            span,
+    if typed.is_empty() {
+        return Err(syn::Error::new(
+            sig.paren_token.span.join(),
             "a handler takes the message by value and, optionally, `ctx: &Context`: `(msg: M, ctx: &Context)`",
-        )
-    };
-    if typed.is_empty() || typed.len() > 2 {
-        return Err(arity_error());
+        ));
+    }
+    if typed.len() > 2 {
+        let extra = &typed[2..];
+        let these = if extra.len() == 1 { "this argument" } else { "these arguments" };
+        return Err(syn::Error::new_spanned(
+            quote!(#(#extra)*),
+            format!(
+                "a handler takes at most the message and `ctx: &Context`: `(msg: M, ctx: &Context)`; remove {these}"
+            ),
+        ));
     }
     let message = match typed[0] {
         FnArg::Typed(arg) => &*arg.ty,
-        FnArg::Receiver(receiver) => return Err(syn::Error::new(receiver.span(), "unexpected `self`")),
+        FnArg::Receiver(receiver) => return Err(syn::Error::new_spanned(receiver, "unexpected `self`")),
     };
     if let Type::Reference(reference) = message {
         return Err(syn::Error::new(
@@ -78,20 +86,26 @@ fn check_signature(sig: &Signature, is_method: bool) -> syn::Result<HandlerSig<'
             "take the message by value: the handler owns it (remove the `&`)",
         ));
     }
-    let takes_context = match typed.get(1) {
-        None => false,
+    let context = match typed.get(1) {
+        None => None,
         Some(FnArg::Typed(arg)) => match &*arg.ty {
-            Type::Reference(reference) if reference.mutability.is_none() => true,
+            Type::Reference(reference) if reference.mutability.is_none() => {
+                Some(quote_spanned!(reference.elem.span()=> ctx))
+            }
             other => {
-                return Err(syn::Error::new(other.span(), "the second argument must be `&Context`"));
+                return Err(syn::Error::new_spanned(other, "the second argument must be `&Context`"));
             }
         },
-        Some(FnArg::Receiver(receiver)) => return Err(syn::Error::new(receiver.span(), "unexpected `self`")),
+        Some(FnArg::Receiver(receiver)) => return Err(syn::Error::new_spanned(receiver, "unexpected `self`")),
     };
     let result = match &sig.output {
         ReturnType::Type(_, ty) if returns_result(ty) => &**ty,
         ReturnType::Type(_, ty) => {
-            return Err(syn::Error::new(ty.span(), "a handler returns `Result<Output, E>`"));
+            return Err(syn::Error::new_spanned(
+                ty,
+                "a handler returns `Result<Output, E>`, where `Output` is the message's `output`: \
+                 change the return type to `Result<Output, E>` and return `Ok(value)`",
+            ));
         }
         ReturnType::Default => {
             return Err(syn::Error::new(
@@ -100,7 +114,7 @@ fn check_signature(sig: &Signature, is_method: bool) -> syn::Result<HandlerSig<'
             ));
         }
     };
-    Ok(HandlerSig { message, result, takes_context })
+    Ok(HandlerSig { message, result, context })
 }
 
 /// `Result<..>`, `std::io::Result<..>`, `anyhow::Result<..>`: any path whose
@@ -112,16 +126,14 @@ fn returns_result(ty: &Type) -> bool {
     }
 }
 
-fn handles_impl(
-    krate: &TokenStream,
-    state: &TokenStream,
-    sig: &HandlerSig<'_>,
-    call: TokenStream,
-) -> TokenStream {
+fn handles_impl(krate: &TokenStream, state: &TokenStream, sig: &HandlerSig<'_>, call: TokenStream) -> TokenStream {
     let message = sig.message;
     let result = sig.result;
-    let ctx_use = if sig.takes_context { quote!() } else { quote!(let _ = ctx;) };
-    let trait_path = quote_spanned!(message.span()=> #krate::Handles<#message>);
+    let ctx_use = if sig.context.is_some() { quote!() } else { quote!(let _ = ctx;) };
+    // The whole trait path on the message type, so that "`M` is not a
+    // Hexeract message" points at `M` rather than at `#[handler]`.
+    let trait_path = respan(quote!(#krate::Handles), message.span());
+    let trait_path = quote_spanned!(message.span()=> #trait_path<#message>);
     let result_ty = quote_spanned!(result.span()=> #result);
     quote! {
         impl #trait_path for #state {
@@ -147,11 +159,16 @@ fn expand_fn(args: &HandlerArgs, function: &syn::ItemFn) -> syn::Result<TokenStr
     let name = args.name.clone().unwrap_or_else(|| fn_name.to_string().trim_start_matches("r#").to_owned());
     let options = args.options_expr(&krate);
     let message = sig.message;
-    let call = if sig.takes_context { quote!(#fn_name(message, ctx)) } else { quote!(#fn_name(message)) };
+    let call = match &sig.context {
+        Some(ctx) => quote!(#fn_name(message, #ctx)),
+        None => quote!(#fn_name(message)),
+    };
     let state = quote!(#actor);
     let handles = handles_impl(&krate, &state, &sig, call);
     let submit = (!args.manual).then(|| submit(&krate, &name, &state));
-    let doc = format!("The handler actor of [`{fn_name}`], made by `#[handler]`; register it by hand with `.handler({actor})`.");
+    let doc = format!(
+        "The handler actor of [`{fn_name}`], made by `#[handler]`; register it by hand with `.handler({actor})`."
+    );
     Ok(quote! {
         #function
 
@@ -177,13 +194,13 @@ fn expand_fn(args: &HandlerArgs, function: &syn::ItemFn) -> syn::Result<TokenStr
 
 fn expand_impl(args: &HandlerArgs, block: &syn::ItemImpl) -> syn::Result<TokenStream> {
     if let Some((path, _)) = &block.trait_ {
-        return Err(syn::Error::new(
-            path.span(),
+        return Err(syn::Error::new_spanned(
+            path,
             "`#[handler]` goes on an inherent `impl` block (`impl MyActor { ... }`), not a trait impl",
         ));
     }
     if !block.generics.params.is_empty() {
-        return Err(syn::Error::new(block.generics.span(), "a handler actor cannot be generic"));
+        return Err(syn::Error::new_spanned(&block.generics, "a handler actor cannot be generic"));
     }
     let state_ident = match &*block.self_ty {
         Type::Path(path) if path.qself.is_none() => path
@@ -191,21 +208,21 @@ fn expand_impl(args: &HandlerArgs, block: &syn::ItemImpl) -> syn::Result<TokenSt
             .segments
             .last()
             .map(|segment| segment.ident.clone())
-            .ok_or_else(|| syn::Error::new(path.span(), "expected a type name"))?,
-        other => return Err(syn::Error::new(other.span(), "`#[handler]` needs a named struct or enum as `Self`")),
+            .ok_or_else(|| syn::Error::new_spanned(path, "expected a type name"))?,
+        other => return Err(syn::Error::new_spanned(other, "`#[handler]` needs a named struct or enum as `Self`")),
     };
     let krate = hexeract_path();
     let self_ty = &block.self_ty;
     let state = quote!(#self_ty);
     let mut handles = Vec::new();
     let mut routes = Vec::new();
-    let mut seen: Vec<(String, Span)> = Vec::new();
+    let mut seen: Vec<(String, &Type)> = Vec::new();
     for item in &block.items {
         let method = match item {
             ImplItem::Fn(method) => method,
             other => {
-                return Err(syn::Error::new(
-                    other.span(),
+                return Err(syn::Error::new_spanned(
+                    other,
                     "a `#[handler]` impl holds only handler methods; move other items to a separate `impl` block",
                 ));
             }
@@ -213,8 +230,8 @@ fn expand_impl(args: &HandlerArgs, block: &syn::ItemImpl) -> syn::Result<TokenSt
         match method.sig.receiver() {
             Some(receiver) if matches!(receiver.kind, ReceiverKind::Reference(..)) => {}
             Some(receiver) => {
-                return Err(syn::Error::new(
-                    receiver.span(),
+                return Err(syn::Error::new_spanned(
+                    receiver,
                     "a handler method takes `&mut self` (or `&self`): the actor keeps its state between messages",
                 ));
             }
@@ -229,22 +246,23 @@ fn expand_impl(args: &HandlerArgs, block: &syn::ItemImpl) -> syn::Result<TokenSt
         let message = sig.message;
         let key = quote!(#message).to_string();
         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
-            let mut error = syn::Error::new(message.span(), "this message type is already handled in this block");
-            error.combine(syn::Error::new(*first, "first handled here"));
+            let mut error = syn::Error::new_spanned(message, "this message type is already handled in this block");
+            error.combine(syn::Error::new_spanned(first, "first handled here"));
             return Err(error);
         }
-        seen.push((key, message.span()));
+        seen.push((key, message));
         let method_name = &method.sig.ident;
-        let call = if sig.takes_context {
-            quote!(#self_ty::#method_name(self, message, ctx))
-        } else {
-            quote!(#self_ty::#method_name(self, message))
+        // `Self` on the method's name, so errors in the call point there.
+        let method = quote_spanned!(method_name.span()=> Self::#method_name);
+        let call = match &sig.context {
+            Some(ctx) => quote!(#method(self, message, #ctx)),
+            None => quote!(#method(self, message)),
         };
         handles.push(handles_impl(&krate, &state, &sig, call));
         routes.push(quote!(routes.handle::<#message>();));
     }
     if routes.is_empty() {
-        return Err(syn::Error::new(block.self_ty.span(), "a `#[handler]` impl needs at least one handler method"));
+        return Err(syn::Error::new_spanned(&block.self_ty, "a `#[handler]` impl needs at least one handler method"));
     }
     let name = args.name.clone().unwrap_or_else(|| snake_case(&state_ident.to_string()));
     let options = args.options_expr(&krate);
@@ -278,6 +296,17 @@ fn submit(krate: &TokenStream, name: &str, state: &TokenStream) -> TokenStream {
             }
         }
     }
+}
+
+/// `tokens` with every top-level token given `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 fn camel_case(snake: &str) -> String {

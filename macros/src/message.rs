@@ -15,25 +15,21 @@ enum Kind {
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     if !input.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            input.generics.span(),
+        return Err(syn::Error::new_spanned(
+            &input.generics,
             "a message cannot be generic: its wire name must name exactly one type",
         ));
     }
-    let attr = input
-        .attrs
-        .iter()
-        .find(|attr| attr.path().is_ident("message"))
-        .ok_or_else(|| {
-            syn::Error::new(
-                input.ident.span(),
-                "missing `#[message(name = \"...\", command | query | notification, output = T)]`",
-            )
-        })?;
+    let attr = input.attrs.iter().find(|attr| attr.path().is_ident("message")).ok_or_else(|| {
+        syn::Error::new(
+            input.ident.span(),
+            "missing `#[message(name = \"...\", command | query | notification, output = T)]`",
+        )
+    })?;
 
     let mut name: Option<LitStr> = None;
     let mut kind: Option<(Kind, proc_macro2::Span)> = None;
-    let mut output: Option<Type> = None;
+    let mut output: Option<(syn::Path, Type)> = None;
     let mut codec: Option<LitStr> = None;
     let mut key: Option<Member> = None;
     attr.parse_nested_meta(|meta| {
@@ -58,7 +54,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             name = Some(lit);
             Ok(())
         } else if meta.path.is_ident("output") {
-            output = Some(meta.value()?.parse()?);
+            output = Some((meta.path.clone(), meta.value()?.parse()?));
             Ok(())
         } else if meta.path.is_ident("codec") {
             let lit: LitStr = meta.value()?.parse()?;
@@ -77,18 +73,21 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         }
     })?;
 
-    let name = name.ok_or_else(|| syn::Error::new(attr.span(), "missing `name = \"...\"`, the stable wire name"))?;
+    let name = name.ok_or_else(|| syn::Error::new_spanned(attr, "missing `name = \"...\"`, the stable wire name"))?;
     let (kind, kind_span) = kind.ok_or_else(|| {
-        syn::Error::new(attr.span(), "missing the message kind: add `command`, `query` or `notification`")
+        syn::Error::new_spanned(attr, "missing the message kind: add `command`, `query` or `notification`")
     })?;
     let krate = hexeract_path();
     let ident = &input.ident;
     let output = match (&kind, output) {
-        (Kind::Notification, Some(output)) => {
-            return Err(syn::Error::new(output.span(), "a notification has no output; remove `output = ...`"));
+        (Kind::Notification, Some((key, output))) => {
+            return Err(syn::Error::new_spanned(
+                quote!(#key #output),
+                "a notification has no output; remove `output = ...`",
+            ));
         }
         (Kind::Notification, None) => quote!(()),
-        (_, Some(output)) => quote!(#output),
+        (_, Some((_, output))) => quote!(#output),
         (_, None) => {
             return Err(syn::Error::new(
                 kind_span,
@@ -99,7 +98,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let (kind_variant, marker) = match kind {
         Kind::Command => (quote!(Command), quote_spanned!(kind_span=> impl #krate::Command for #ident {})),
         Kind::Query => (quote!(Query), quote_spanned!(kind_span=> impl #krate::Query for #ident {})),
-        Kind::Notification => (quote!(Notification), quote_spanned!(kind_span=> impl #krate::Notification for #ident {})),
+        Kind::Notification => {
+            (quote!(Notification), quote_spanned!(kind_span=> impl #krate::Notification for #ident {}))
+        }
     };
     let codec = codec.map(|lit| {
         let variant = if lit.value() == "msgpack" { quote!(MessagePack) } else { quote!(Json) };
@@ -108,7 +109,17 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let routing_key = key.map(|member| {
         quote_spanned! {member.span()=>
             fn routing_key(&self) -> ::core::option::Option<u64> {
-                ::core::option::Option::Some(#krate::__private::routing_key_of(&self.#member))
+                // Names the fix when the field is not `Hash` (an `f64`, say).
+                #[diagnostic::on_unimplemented(
+                    message = "a routing key must implement `Hash`, and `{Self}` does not",
+                    note = "`key = field` picks the worker by the field's hash: name a `Hash` field, such as an id or a string"
+                )]
+                trait RoutingKey: ::core::hash::Hash {}
+                impl<K: ::core::hash::Hash + ?::core::marker::Sized> RoutingKey for K {}
+                fn key_of<K: RoutingKey + ?::core::marker::Sized>(key: &K) -> u64 {
+                    #krate::__private::routing_key_of(key)
+                }
+                ::core::option::Option::Some(key_of(&self.#member))
             }
         }
     });
@@ -144,7 +155,7 @@ fn validate_name(lit: &LitStr) -> syn::Result<()> {
     } else {
         Err(syn::Error::new(
             lit.span(),
-            "a wire name is 1 to 255 characters of ASCII letters, digits, `.`, `_`, `-` or `:`",
+            "a wire name is 1 to 255 characters of ASCII letters, digits, `.`, `_`, `-` or `:`, such as \"orders.place.v1\"",
         ))
     }
 }

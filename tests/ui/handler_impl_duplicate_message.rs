@@ -1,0 +1,26 @@
+use hexeract::{Message, handler};
+
+#[derive(Debug, Message)]
+#[message(name = "orders.place.v1", command, output = u32)]
+struct PlaceOrder {
+    qty: u32,
+}
+
+#[derive(Default)]
+struct OrderBook {
+    placed: u32,
+}
+
+#[handler]
+impl OrderBook {
+    async fn place(&mut self, cmd: PlaceOrder) -> Result<u32, String> {
+        self.placed += cmd.qty;
+        Ok(self.placed)
+    }
+
+    async fn place_again(&mut self, cmd: PlaceOrder) -> Result<u32, String> {
+        Ok(self.placed + cmd.qty)
+    }
+}
+
+fn main() {}

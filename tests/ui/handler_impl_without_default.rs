@@ -1,0 +1,21 @@
+use hexeract::{Message, handler};
+
+#[derive(Debug, Message)]
+#[message(name = "orders.place.v1", command, output = u32)]
+struct PlaceOrder {
+    qty: u32,
+}
+
+struct OrderBook {
+    placed: u32,
+}
+
+#[handler]
+impl OrderBook {
+    async fn place(&mut self, cmd: PlaceOrder) -> Result<u32, String> {
+        self.placed += cmd.qty;
+        Ok(self.placed)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,14 @@
+use hexeract::{Message, handler};
+
+#[derive(Debug, Message)]
+#[message(name = "orders.place.v1", command, output = u32)]
+struct PlaceOrder {
+    qty: u32,
+}
+
+#[handler(threads = 4)]
+async fn place_order(cmd: PlaceOrder) -> Result<u32, String> {
+    Ok(cmd.qty)
+}
+
+fn main() {}
