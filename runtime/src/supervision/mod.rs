@@ -7,8 +7,11 @@
 //! [`RestartPolicy::window`]: it closes the child (so no caller waits on it)
 //! and escalates to its parent through [`Escalation`].
 
+mod looping;
 mod policy;
 mod supervisor;
+
+pub use looping::{ActorLoop, LoopChild};
 
 pub use policy::{Backoff, PolicyError, RestartPolicy};
 pub use supervisor::{Child, Escalation, Supervisor, SupervisorRef};
