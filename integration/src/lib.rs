@@ -4,6 +4,8 @@
 //! in `benches/`. Tests that need a real broker or database read
 //! `HEXERACT_PG_URL`, `HEXERACT_MYSQL_URL` and `HEXERACT_AMQP_URL`.
 
+pub mod conformance;
+
 use std::future::Future;
 use std::time::Duration;
 

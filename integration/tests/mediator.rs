@@ -759,7 +759,7 @@ struct MixedLoad(u32);
 #[handler(workers = 4, capacity = 16)]
 async fn mixed_load(cmd: MixedLoad) -> Result<u32, BoxError> {
     tokio::task::yield_now().await;
-    if cmd.0 % 50 == 0 {
+    if cmd.0.is_multiple_of(50) {
         panic!("poison {}", cmd.0);
     }
     Ok(cmd.0)
@@ -789,7 +789,7 @@ async fn under_load_with_panics_every_caller_gets_an_answer_and_the_counts_add_u
                                 ok += 1;
                             }
                             Err(DispatchError::HandlerPanicked { .. }) => {
-                                assert_eq!(n % 50, 0, "only poison messages panic");
+                                assert!(n.is_multiple_of(50), "only poison messages panic");
                                 panicked += 1;
                             }
                             Err(other) => panic!("message {n}: unexpected {other}"),

@@ -1,7 +1,8 @@
 //! The transport port: what the bus actors (publisher, consumer) need from
 //! a broker. The in-memory broker implements it first and is the reference;
 //! RabbitMQ and NATS adapters implement the same contract and pass the same
-//! conformance suite (`integration/tests/transport_conformance.rs`), except
+//! conformance suite (`integration/src/conformance/transport.rs`, run per
+//! transport by `integration/tests/transport_<name>.rs`), except
 //! for cases tagged with a [`Capabilities`] flag they lack.
 //!
 //! The contract, for every adapter:
@@ -172,6 +173,8 @@ pub struct Delivery {
 
 /// What a subscription yields next.
 #[derive(Debug)]
+// Deliveries are the common case; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 pub enum SubscriptionEvent {
     /// A message to handle.
     Delivery(Delivery),
@@ -181,8 +184,12 @@ pub enum SubscriptionEvent {
     Ended(String),
 }
 
-/// A consumer on one queue.
-pub trait Subscription: Send {
+/// A consumer on one queue. `Sync` so that one task can hold it across the
+/// awaits of several acknowledgements.
+///
+/// After [`Subscription::cancel`], `next` yields [`SubscriptionEvent::Ended`]
+/// and acknowledging a delivery that was returned to the queue fails.
+pub trait Subscription: Send + Sync {
     /// Waits for the next event.
     ///
     /// # Cancel safety
@@ -260,6 +267,15 @@ pub enum PublishError {
     /// The destination does not exist.
     #[error("{0} does not exist")]
     NotFound(String),
+    /// Refused before sending: a name, routing key or header breaks the
+    /// broker's limits (which would otherwise close the connection).
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a transport operation other than publish failed.
