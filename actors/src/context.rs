@@ -1,9 +1,10 @@
 //! What a handler knows about the message it handles and the system around it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use hexeract_runtime::{Command, Metadata, MissingState, Notification, Query, StateMap};
-use tokio_util::sync::CancellationToken;
+use hexeract_runtime::{Command, Metadata, MissingState, Notification, Query};
+use tokio::sync::Notify;
 
 use crate::error::{DispatchError, PublishError};
 use crate::mediator::Mediator;
@@ -13,8 +14,7 @@ use crate::mediator::Mediator;
 /// inherit this message's correlation id and name it as their cause).
 pub struct Context {
     pub(crate) meta: Metadata,
-    pub(crate) cancel: CancellationToken,
-    pub(crate) state: Arc<StateMap>,
+    pub(crate) cancel: Cancel,
     pub(crate) mediator: Mediator,
 }
 
@@ -42,7 +42,7 @@ impl Context {
     /// }
     /// ```
     pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, MissingState> {
-        self.state.get::<T>()
+        self.mediator.state().get::<T>()
     }
 
     /// Whether the dispatch was cancelled (a timeout fired, or shutdown
@@ -78,6 +78,58 @@ impl Context {
     /// As [`Mediator::publish`].
     pub async fn publish<N: Notification>(&self, notification: N) -> Result<(), PublishError> {
         self.mediator.notify(notification, self.meta.child(N::NAME), true).await
+    }
+}
+
+/// The cancellation signal of one dispatch, shared by the caller's
+/// [`Dispatch`](crate::middleware::Dispatch) and the handler's [`Context`].
+///
+/// A flag and a [`Notify`]: one allocation to make, and checking it is one
+/// atomic load. (A `CancellationToken` takes a lock to clone, to drop and to
+/// check, and one dispatch needs no token tree.)
+#[derive(Clone, Default)]
+pub(crate) struct Cancel(Arc<CancelState>);
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels; wakes everything waiting in [`Cancel::cancelled`]. Idempotent.
+    pub(crate) fn cancel(&self) {
+        if !self.0.cancelled.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.0.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Resolves once cancelled (at once if already). Cancel safe.
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check: a `cancel` after the check wakes it.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel").field("cancelled", &self.is_cancelled()).finish()
     }
 }
 

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use hexeract_runtime::{Command, Message, Metadata, Notification, Query, StateMap};
-use tokio_util::sync::CancellationToken;
 
-use crate::context::Context;
+use crate::context::{Cancel, Context};
 use crate::error::{DispatchError, HandlerFailure, PublishError, TrySendError};
 use crate::middleware::{Dispatch, Middleware, Next};
 use crate::pool::{Endpoint, Refused, Reply};
-use crate::router::Router;
+use crate::router::{RouteTable, Router};
 
 /// Sends commands and queries to their handler and notifications to every
 /// subscriber. Cheap to clone; every clone talks to the same system.
@@ -20,8 +19,11 @@ pub struct Mediator {
     inner: Arc<Inner>,
 }
 
+// Aligned so that the reference counts, which every dispatch's `Context`
+// changes, do not share a cache line with the fields every dispatch reads.
+#[repr(align(128))]
 struct Inner {
-    router: Router,
+    router: RouteTable,
     state: Arc<StateMap>,
     middleware: Vec<Arc<dyn Middleware>>,
     shutting_down: AtomicBool,
@@ -30,12 +32,17 @@ struct Inner {
 impl Mediator {
     pub(crate) fn new(router: Router, state: Arc<StateMap>, middleware: Vec<Arc<dyn Middleware>>) -> Self {
         Mediator {
-            inner: Arc::new(Inner { router, state, middleware, shutting_down: AtomicBool::new(false) }),
+            inner: Arc::new(Inner { router: router.freeze(), state, middleware, shutting_down: AtomicBool::new(false) }),
         }
     }
 
     pub(crate) fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// The shared state handlers read with `ctx.state::<T>()`.
+    pub(crate) fn state(&self) -> &StateMap {
+        &self.inner.state
     }
 
     fn is_shutting_down(&self) -> bool {
@@ -125,7 +132,7 @@ impl Mediator {
             return Err(TrySendError::Dispatch(DispatchError::ShuttingDown { message: C::NAME }));
         }
         let endpoint = self.endpoint::<C>().map_err(TrySendError::Dispatch)?;
-        let ctx = self.context(Metadata::root(C::NAME), CancellationToken::new());
+        let ctx = self.context(Metadata::root(C::NAME), Cancel::new());
         match endpoint.try_dispatch(command, ctx) {
             Ok(reply) => {
                 let mediator = self.clone();
@@ -139,15 +146,15 @@ impl Mediator {
         }
     }
 
-    fn endpoint<M: Message>(&self) -> Result<Arc<dyn Endpoint<M>>, DispatchError> {
+    fn endpoint<M: Message>(&self) -> Result<&dyn Endpoint<M>, DispatchError> {
         self.inner.router.first::<M>().ok_or(DispatchError::NoHandler {
             message: M::NAME,
             type_name: std::any::type_name::<M>(),
         })
     }
 
-    fn context(&self, meta: Metadata, cancel: CancellationToken) -> Context {
-        Context { meta, cancel, state: Arc::clone(&self.inner.state), mediator: self.clone() }
+    fn context(&self, meta: Metadata, cancel: Cancel) -> Context {
+        Context { meta, cancel, mediator: self.clone() }
     }
 
     fn closed_error<M: Message>(&self, handler: &'static str) -> DispatchError {
@@ -203,12 +210,11 @@ impl Mediator {
             return Err(DispatchError::ShuttingDown { message: M::NAME });
         }
         let endpoint = self.endpoint::<M>()?;
-        let dispatch = Dispatch { meta, kind: M::KIND, cancel: CancellationToken::new() };
+        let dispatch = Dispatch { meta, kind: M::KIND, cancel: Cancel::new() };
         let ctx = self.context(dispatch.meta.clone(), dispatch.cancel.clone());
         let mut output = None;
         let result = {
             let slot = &mut output;
-            let endpoint = &*endpoint;
             let call = Box::pin(async move {
                 let reply = self.enqueue(endpoint, message, ctx).await?;
                 *slot = Some(self.await_reply::<M>(reply, endpoint.handler()).await?);
@@ -239,12 +245,11 @@ impl Mediator {
             tracing::debug!(message = N::NAME, "notification has no subscriber");
             return Ok(());
         }
-        let dispatch = Dispatch { meta, kind: N::KIND, cancel: CancellationToken::new() };
+        let dispatch = Dispatch { meta, kind: N::KIND, cancel: Cancel::new() };
         let mut failures = Vec::new();
         let result = {
             let failures = &mut failures;
             let dispatch_ref = &dispatch;
-            let endpoints = &endpoints;
             let call = Box::pin(async move {
                 // Queue to every subscriber first, so they all work at once.
                 let mut replies = Vec::with_capacity(endpoints.len());

@@ -54,6 +54,8 @@ pub(crate) trait Endpoint<M: Message>: Send + Sync {
     fn handler(&self) -> &'static str;
 
     /// Queues the message if its worker has room now.
+    // The large `Err` hands the message back without a box: it is the slow path.
+    #[allow(clippy::result_large_err)]
     fn try_dispatch(&self, message: M, ctx: Context) -> Result<Reply<M>, Refused<M>>;
 
     /// Queues the message, waiting for room.

@@ -9,12 +9,14 @@
 
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
-use hexeract_runtime::mailbox::Mailbox;
+use hexeract_runtime::mailbox::{Mailbox, Slot};
 use hexeract_runtime::metrics::{ActorMetrics, Outcome};
 use hexeract_runtime::supervision::Child;
 use hexeract_runtime::{BoxFuture, Message};
@@ -23,13 +25,14 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::context::Context;
+use crate::context::{Cancel, Context};
 use crate::error::DispatchError;
 use crate::handler::{HandlerResult, Handles};
 
 /// Queued work for an actor whose state is `S`: runs one message against
-/// the state, answers the caller, records the outcome.
-pub(crate) type Job<S> = Box<dyn for<'a> FnOnce(&'a mut S, &'a WorkerInfo) -> BoxFuture<'a, JobEnd> + Send>;
+/// the state, records the outcome, frees the message's mailbox slot and
+/// answers the caller, in that order.
+pub(crate) type Job<S> = Box<dyn for<'a> FnOnce(&'a mut S, &'a WorkerInfo, Slot) -> BoxFuture<'a, JobEnd> + Send>;
 
 /// How a job left the actor.
 pub(crate) enum JobEnd {
@@ -64,7 +67,9 @@ where
     // The caller's span (the dispatch span of the tracing middleware) becomes
     // the parent of the handler's span, across the hop to the actor's task.
     let parent = tracing::Span::current();
-    Box::new(move |state: &mut S, worker: &WorkerInfo| Box::pin(run::<S, M>(state, worker, message, ctx, reply, parent)))
+    Box::new(move |state: &mut S, worker: &WorkerInfo, slot: Slot| {
+        Box::pin(run::<S, M>(state, worker, slot, message, ctx, reply, parent))
+    })
 }
 
 enum Ended<T> {
@@ -77,6 +82,7 @@ enum Ended<T> {
 async fn run<S, M>(
     state: &mut S,
     worker: &WorkerInfo,
+    slot: Slot,
     message: M,
     ctx: Context,
     reply: oneshot::Sender<Result<M::Output, DispatchError>>,
@@ -94,22 +100,17 @@ where
         return JobEnd::Continue;
     }
     let span = tracing::info_span!(parent: &parent, "handle", handler = worker.handler, actor = %worker.path, outcome = tracing::field::Empty);
-    let handling = AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind().instrument(span.clone());
-    let per_handler_timeout = async {
-        match worker.timeout {
-            Some(after) => {
-                tokio::time::sleep(after).await;
-                after
-            }
-            None => std::future::pending().await,
+    let ended = {
+        let mut handling = std::pin::pin!(AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind().instrument(span.clone()));
+        // Most handlers finish on their first poll, and then there is nothing
+        // to race: the cancellation and timeout futures are only made (and
+        // boxed, to keep this future small) for a handler that has to wait.
+        match std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await {
+            Poll::Ready(result) => Ended::Finished(result),
+            Poll::Pending => Box::pin(race(handling, &ctx.cancel, &worker.stop, worker.timeout)).await,
         }
-    };
-    let ended = tokio::select! {
-        biased;
-        result = handling => Ended::Finished(result),
-        () = ctx.cancel.cancelled() => Ended::CallerGaveUp,
-        () = worker.stop.cancelled() => Ended::ShutdownDeadline,
-        after = per_handler_timeout => Ended::TimedOut(after),
+        // The handler's future is dropped here, before anyone is answered:
+        // a handler given up on has stopped by the time its caller hears so.
     };
     let (outcome, answer, end) = match ended {
         Ended::Finished(Ok(result)) => match result.into_result() {
@@ -133,6 +134,7 @@ where
         }
         Ended::ShutdownDeadline => {
             worker.abandoned.fetch_add(1, Ordering::Relaxed);
+            drop(slot);
             let _ = reply.send(Err(DispatchError::ShuttingDown { message: M::NAME }));
             return JobEnd::Continue;
         }
@@ -141,11 +143,39 @@ where
     // Metrics before the answer: a caller that reads them after its reply
     // sees its own message counted.
     worker.metrics.record(outcome, started.elapsed());
+    // The message is handled: its slot is free before the answer goes out,
+    // so a caller that reads the depth after its reply no longer sees it.
+    drop(slot);
     if let Some(answer) = answer {
         // The caller may have gone away (dropped its future); that is its right.
         let _ = reply.send(answer);
     }
     end
+}
+
+/// Runs a handler that did not finish on its first poll against the caller
+/// giving up, the shutdown deadline and the per-handler timeout, in that
+/// order of priority after the handler itself.
+async fn race<F, T>(handling: Pin<&mut F>, cancel: &Cancel, stop: &CancellationToken, timeout: Option<Duration>) -> Ended<T>
+where
+    F: Future<Output = Result<T, Box<dyn std::any::Any + Send>>>,
+{
+    let per_handler_timeout = async {
+        match timeout {
+            Some(after) => {
+                tokio::time::sleep(after).await;
+                after
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        result = handling => Ended::Finished(result),
+        () = cancel.cancelled() => Ended::CallerGaveUp,
+        () = stop.cancelled() => Ended::ShutdownDeadline,
+        after = per_handler_timeout => Ended::TimedOut(after),
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -198,9 +228,9 @@ impl<S: Send + 'static> Actor for Worker<S> {
                 let mut receiver = state.mailbox.receiver().await;
                 while let Some(queued) = receiver.recv().await {
                     let (job, slot) = queued.into_parts();
-                    let end = job(&mut state.handler, &state.info).await;
-                    // The slot is freed only now: depth counts work in progress.
-                    drop(slot);
+                    // The job frees the slot once the message is handled (or
+                    // when dropped): depth counts work in progress.
+                    let end = job(&mut state.handler, &state.info, slot).await;
                     if let JobEnd::Panicked(panic) = end {
                         return Err(format!("handler `{}` panicked: {panic}", state.info.handler).into());
                     }

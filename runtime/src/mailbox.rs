@@ -31,11 +31,21 @@ pub struct Mailbox<J> {
 struct Inner<J> {
     capacity: usize,
     slots: Arc<Semaphore>,
-    // The channel never fills: a sender holds a slot before it pushes, and
-    // the channel has as many places as there are slots.
-    tx: mpsc::Sender<Queued<J>>,
-    rx: Arc<Mutex<mpsc::Receiver<Queued<J>>>>,
+    // The slots are the bound: a sender holds one before it pushes, so the
+    // channel never holds more than `capacity` jobs. It is an unbounded
+    // channel only because a second, redundant bound would cost a semaphore
+    // round trip per job.
+    tx: mpsc::UnboundedSender<Item<J>>,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Item<J>>>>,
     stop: CancellationToken,
+}
+
+/// What travels through the channel: a job, or a nudge from
+/// [`Mailbox::stop_reader`] that wakes a reader waiting on an empty mailbox
+/// (cheaper than making every wait also watch the stop token).
+enum Item<J> {
+    Job(Queued<J>),
+    Wake,
 }
 
 impl<J> Clone for Mailbox<J> {
@@ -80,7 +90,9 @@ impl<J: Send + 'static> Mailbox<J> {
     /// An empty, open mailbox holding at most `capacity` jobs.
     pub fn new(capacity: NonZeroUsize) -> Self {
         let capacity = capacity.get();
-        let (tx, rx) = mpsc::channel(capacity);
+        // Bounded by `slots`, not by the channel: see `Inner::tx`.
+        #[allow(clippy::disallowed_methods)]
+        let (tx, rx) = mpsc::unbounded_channel();
         Mailbox {
             inner: Arc::new(Inner {
                 capacity,
@@ -180,6 +192,9 @@ impl<J: Send + 'static> Mailbox<J> {
     /// [taken back](Mailbox::take_remaining)). Used at the shutdown deadline.
     pub fn stop_reader(&self) {
         self.inner.stop.cancel();
+        // Wakes a reader blocked on an empty mailbox; it then sees the token.
+        // The receiver lives as long as the mailbox, so this cannot fail.
+        let _ = self.inner.tx.send(Item::Wake);
     }
 
     /// A token cancelled by [`Mailbox::stop_reader`], for work in progress
@@ -205,8 +220,10 @@ impl<J: Send + 'static> Mailbox<J> {
             return Vec::new();
         };
         let mut jobs = Vec::new();
-        while let Ok(queued) = rx.try_recv() {
-            jobs.push(queued.job);
+        while let Ok(item) = rx.try_recv() {
+            if let Item::Job(queued) = item {
+                jobs.push(queued.job);
+            }
         }
         jobs
     }
@@ -222,13 +239,13 @@ impl<J> Reservation<'_, J> {
     /// Queues `job` in the reserved place.
     ///
     /// # Errors
-    /// Hands the job back if the channel refused it, which the slot
-    /// accounting rules out (see `Inner::tx`).
+    /// Hands the job back if the channel refused it, which cannot happen
+    /// while the mailbox exists (it owns the receiving end too).
     pub fn send(self, job: J) -> Result<(), J> {
         let queued = Queued { job, slot: Slot { _permit: self.permit } };
-        match self.mailbox.inner.tx.try_send(queued) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(q) | mpsc::error::TrySendError::Closed(q)) => Err(q.job),
+        match self.mailbox.inner.tx.send(Item::Job(queued)) {
+            Err(mpsc::error::SendError(Item::Job(queued))) => Err(queued.job),
+            Ok(()) | Err(mpsc::error::SendError(Item::Wake)) => Ok(()),
         }
     }
 }
@@ -254,7 +271,7 @@ impl DepthGauge {
 
 /// The receiving end of a [`Mailbox`], held by one actor incarnation.
 pub struct MailboxReceiver<J> {
-    rx: OwnedMutexGuard<mpsc::Receiver<Queued<J>>>,
+    rx: OwnedMutexGuard<mpsc::UnboundedReceiver<Item<J>>>,
     stop: CancellationToken,
 }
 
@@ -264,17 +281,16 @@ impl<J> MailboxReceiver<J> {
     /// # Cancel safety
     /// Cancel safe: a job is only removed when this resolves with it.
     pub async fn recv(&mut self) -> Option<Queued<J>> {
-        if self.stop.is_cancelled() {
-            return None;
-        }
-        // Fast path under load: no waker registration at all.
-        if let Ok(queued) = self.rx.try_recv() {
-            return Some(queued);
-        }
-        tokio::select! {
-            biased;
-            () = self.stop.cancelled() => None,
-            queued = self.rx.recv() => queued,
+        loop {
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            // `stop_reader` sends a `Wake` after cancelling, so a reader
+            // waiting here on an empty mailbox always gets to the check above.
+            match self.rx.recv().await? {
+                Item::Job(queued) => return Some(queued),
+                Item::Wake => {}
+            }
         }
     }
 }
@@ -346,6 +362,21 @@ mod tests {
         let result = waiting.await.expect("task");
         assert!(matches!(result, Err(Closed(2))));
         assert_eq!(mailbox.take_remaining(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn stopping_wakes_a_reader_waiting_on_an_empty_mailbox() {
+        let mailbox = Mailbox::<u32>::new(cap(4));
+        let reader = {
+            let mailbox = mailbox.clone();
+            tokio::spawn(async move { mailbox.receiver().await.recv().await.is_none() })
+        };
+        tokio::task::yield_now().await;
+        mailbox.stop_reader();
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), reader).await;
+        assert!(matches!(stopped, Ok(Ok(true))), "the waiting reader returned None");
+        mailbox.try_send(7).expect("stopping the reader does not close intake");
+        assert_eq!(mailbox.take_remaining(), vec![7]);
     }
 
     #[tokio::test]

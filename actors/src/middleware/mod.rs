@@ -14,10 +14,10 @@ mod tracing;
 use std::sync::Arc;
 
 use hexeract_runtime::{BoxFuture, MessageKind, Metadata};
-use tokio_util::sync::CancellationToken;
 
 pub use self::timeout::Timeout;
 pub use self::tracing::Tracing;
+use crate::context::Cancel;
 use crate::error::DispatchError;
 
 /// Wraps dispatch. Implement `handle`, call `next.run(dispatch)` to go on,
@@ -51,7 +51,7 @@ pub trait Middleware: Send + Sync + 'static {
 pub struct Dispatch {
     pub(crate) meta: Metadata,
     pub(crate) kind: MessageKind,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: Cancel,
 }
 
 impl Dispatch {

@@ -21,6 +21,11 @@ impl Middleware for Tracing {
             kind = %dispatch.kind(),
             outcome = tracing::field::Empty,
         );
+        if span.is_disabled() {
+            // No subscriber wants it: nothing to attach or record, so no
+            // wrapper future either.
+            return next.run(dispatch);
+        }
         Box::pin(async move {
             // The span is attached to the future, never entered across an await.
             let result = next.run(dispatch).instrument(span.clone()).await;
