@@ -2,7 +2,12 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use hexeract_actors::middleware::{Middleware, Tracing};
+use hexeract_actors::bus::{BusConfig, ConsumerConfig, PublisherConfig};
+use hexeract_actors::relay::RelayConfig;
 use hexeract_actors::{HandlerActor, HandlerRegistration, MediatorConfig, MediatorTree, StartError};
+use hexeract_runtime::ports::outbox::OutboxStore;
+use hexeract_runtime::ports::transport::Transport;
+use hexeract_transport_memory::MemoryTransport;
 use hexeract_runtime::StateMap;
 use hexeract_runtime::mailbox::DEFAULT_CAPACITY;
 use hexeract_runtime::metrics::MetricsRegistry;
@@ -27,6 +32,11 @@ impl Hexeract {
             default_middleware: true,
             capacity: Some(DEFAULT_CAPACITY),
             restart: RestartPolicy::default(),
+            transport: None,
+            outboxes: Vec::new(),
+            relay: RelayConfig::default(),
+            consumer: ConsumerConfig::default(),
+            publisher: PublisherConfig::default(),
         }
     }
 }
@@ -42,6 +52,11 @@ pub struct Builder {
     default_middleware: bool,
     capacity: Option<NonZeroUsize>,
     restart: RestartPolicy,
+    transport: Option<Arc<dyn Transport>>,
+    outboxes: Vec<Arc<dyn OutboxStore>>,
+    relay: RelayConfig,
+    consumer: ConsumerConfig,
+    publisher: PublisherConfig,
 }
 
 impl Builder {
@@ -113,6 +128,39 @@ impl Builder {
         self
     }
 
+    /// The broker the bus publishes to and consumes from. Without one, a
+    /// system that needs a bus (an outbox to relay, a handler with a
+    /// `queue`) uses an in-process [`MemoryTransport`].
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// Relays `store`'s outbox table to the bus with a supervised poller.
+    /// Call it once per table.
+    pub fn outbox(mut self, store: impl OutboxStore) -> Self {
+        self.outboxes.push(Arc::new(store));
+        self
+    }
+
+    /// How outbox tables are relayed (batch size, attempts, backoff, exchange).
+    pub fn relay(mut self, config: RelayConfig) -> Self {
+        self.relay = config;
+        self
+    }
+
+    /// How bus queues are consumed (prefetch, attempts, backoff).
+    pub fn consumer(mut self, config: ConsumerConfig) -> Self {
+        self.consumer = config;
+        self
+    }
+
+    /// How the publisher works (confirm window, confirm timeout).
+    pub fn publisher(mut self, config: PublisherConfig) -> Self {
+        self.publisher = config;
+        self
+    }
+
     /// Verifies the handlers, spawns the supervision tree and returns the
     /// running system.
     ///
@@ -152,8 +200,20 @@ impl Builder {
                 sink.lock().unwrap_or_else(PoisonError::into_inner).push(escalation);
             }),
         };
+        let needs_bus = self.transport.is_some()
+            || !self.outboxes.is_empty()
+            || registrations.iter().any(|r| !r.subscriptions().is_empty());
+        let bus = needs_bus.then(|| BusConfig {
+            transport: self.transport.unwrap_or_else(|| Arc::new(MemoryTransport::new())),
+            publisher: self.publisher,
+            consumer: self.consumer,
+            relay: self.relay,
+            outboxes: self.outboxes,
+            restart: self.restart,
+            on_escalate: Arc::clone(&config.on_escalate),
+        });
         let metrics = MetricsRegistry::new();
-        let tree = MediatorTree::start(registrations, config, &metrics).await?;
+        let tree = MediatorTree::start(registrations, config, bus, &metrics).await?;
         Ok(System::new(tree, metrics, escalations))
     }
 }

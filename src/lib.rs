@@ -54,6 +54,23 @@ pub use hexeract_runtime::{
 };
 pub use system::System;
 
+/// The bus: publisher, consumers, and the transport port with its adapters.
+pub mod bus {
+    pub use hexeract_actors::bus::{BusError, ConsumerConfig, Publisher, PublisherConfig, dead_letter_queue};
+    pub use hexeract_runtime::ports::transport::{
+        Binding, Capabilities, Delivery, DeliveryTag, Destination, ExchangeKind, ExchangeSpec, Outgoing, Overflow,
+        PublishError, QueueSpec, Subscription, SubscriptionEvent, Topology, Transport, TransportError,
+    };
+    pub use hexeract_runtime::ports::wire::{self, WireMessage, WireError};
+    pub use hexeract_transport_memory::MemoryTransport;
+}
+
+/// The outbox: the store port, and the relay's settings.
+pub mod outbox {
+    pub use hexeract_actors::relay::RelayConfig;
+    pub use hexeract_runtime::ports::outbox::{LeaseOwner, OutboxRecord, OutboxStats, OutboxStore, StoreError};
+}
+
 /// Per-actor figures: what [`System::metrics`] returns.
 pub mod metrics {
     pub use hexeract_runtime::metrics::{

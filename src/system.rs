@@ -27,6 +27,11 @@ impl System {
         self.mediator.clone()
     }
 
+    /// The bus publisher (confirmed publishing), when the system has a bus.
+    pub fn publisher(&self) -> Option<hexeract_actors::bus::Publisher> {
+        self.tree.publisher()
+    }
+
     /// Every actor's figures now, as a tree. `Display` prints an aligned
     /// table; the snapshot also serializes with serde.
     pub fn metrics(&self) -> MetricsSnapshot {

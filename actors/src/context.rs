@@ -16,6 +16,7 @@ pub struct Context {
     pub(crate) meta: Metadata,
     pub(crate) cancel: Cancel,
     pub(crate) mediator: Mediator,
+    pub(crate) duplicate: AtomicBool,
 }
 
 impl Context {
@@ -43,6 +44,18 @@ impl Context {
     /// ```
     pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, MissingState> {
         self.mediator.state().get::<T>()
+    }
+
+    /// Records that this message was a duplicate the handler skipped (its
+    /// inbox had seen the id): it is counted as `duplicate` in the metrics
+    /// rather than `ok`. The handler still returns `Ok`, so the delivery is
+    /// acknowledged.
+    pub fn mark_duplicate(&self) {
+        self.duplicate.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_duplicate(&self) -> bool {
+        self.duplicate.load(Ordering::Relaxed)
     }
 
     /// Whether the dispatch was cancelled (a timeout fired, or shutdown

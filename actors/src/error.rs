@@ -155,3 +155,16 @@ fn summary(failures: &[HandlerFailure]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// An error and its sources, `outer: inner: innermost`, for a reason stored
+/// on a row or a header where only text survives.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -112,7 +112,12 @@ pub struct Routes<S> {
 pub(crate) struct RouteSpec<S> {
     pub(crate) info: RouteInfo,
     pub(crate) install: fn(&crate::router::Router, &std::sync::Arc<crate::pool::Pool<S>>),
+    /// The queue it is consumed from on the bus, with the function that
+    /// routes that queue's deliveries of this type to the pool.
+    pub(crate) subscription: Option<(&'static str, BusInstall<S>)>,
 }
+
+pub(crate) type BusInstall<S> = fn(&mut crate::bus::BusRoutes, &str, &std::sync::Arc<crate::pool::Pool<S>>);
 
 /// A message type and kind, as handlers and declarations name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,14 +151,25 @@ impl<S: HandlerActor> Routes<S> {
         routes
     }
 
-    /// Declares that the actor handles `M`.
+    /// Declares that the actor handles `M` sent through the mediator.
     pub fn handle<M: Message>(&mut self)
+    where
+        S: Handles<M>,
+    {
+        self.entries.push(RouteSpec { info: RouteInfo::of::<M>(), install: crate::pool::install_route::<S, M>, subscription: None });
+    }
+
+    /// Declares that the actor handles `M`, through the mediator and from
+    /// the bus queue `queue`, which the system declares and binds to `M`'s
+    /// wire name (`#[handler(queue = "...")]`).
+    pub fn subscribe<M: Message + serde::de::DeserializeOwned>(&mut self, queue: &'static str)
     where
         S: Handles<M>,
     {
         self.entries.push(RouteSpec {
             info: RouteInfo::of::<M>(),
             install: crate::pool::install_route::<S, M>,
+            subscription: Some((queue, crate::pool::install_bus_route::<S, M>)),
         });
     }
 }

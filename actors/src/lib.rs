@@ -4,6 +4,7 @@
 //! Users reach all of this through the `hexeract` facade. No ractor type
 //! appears in this crate's public API.
 
+pub mod bus;
 mod context;
 mod error;
 mod handler;
@@ -11,6 +12,7 @@ mod mediator;
 pub mod middleware;
 mod pool;
 mod registration;
+pub mod relay;
 mod router;
 mod tree;
 mod worker;

@@ -154,7 +154,7 @@ impl Mediator {
     }
 
     fn context(&self, meta: Metadata, cancel: Cancel) -> Context {
-        Context { meta, cancel, mediator: self.clone() }
+        Context { meta, cancel, mediator: self.clone(), duplicate: AtomicBool::new(false) }
     }
 
     fn closed_error<M: Message>(&self, handler: &'static str) -> DispatchError {
@@ -210,8 +210,25 @@ impl Mediator {
             return Err(DispatchError::ShuttingDown { message: M::NAME });
         }
         let endpoint = self.endpoint::<M>()?;
+        self.dispatch_to(endpoint, message, meta).await
+    }
+
+    /// Hands a message that came over the bus to the handler that subscribed
+    /// to it, through the middleware, with the metadata it travelled with.
+    /// Runs during shutdown too: the consumer stops taking deliveries before
+    /// the mediator stops, and what it took must finish.
+    pub(crate) async fn deliver<M: Message>(&self, endpoint: &dyn Endpoint<M>, message: M, meta: Metadata) -> Result<M::Output, DispatchError> {
+        self.dispatch_to(endpoint, message, meta).await
+    }
+
+    async fn dispatch_to<M: Message>(&self, endpoint: &dyn Endpoint<M>, message: M, meta: Metadata) -> Result<M::Output, DispatchError> {
         let dispatch = Dispatch { meta, kind: M::KIND, cancel: Cancel::new() };
         let ctx = self.context(dispatch.meta.clone(), dispatch.cancel.clone());
+        if !self.inner.middleware.iter().any(|m| m.is_active()) {
+            // Nothing to wrap: no chain, no boxed future.
+            let reply = self.enqueue(endpoint, message, ctx).await?;
+            return self.await_reply::<M>(reply, endpoint.handler()).await;
+        }
         let mut output = None;
         let result = {
             let slot = &mut output;

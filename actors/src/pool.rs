@@ -103,3 +103,12 @@ where
 {
     router.add::<M>(Arc::clone(pool) as Arc<dyn Endpoint<M>>);
 }
+
+/// Routes deliveries of `M` from `queue` to `pool`.
+pub(crate) fn install_bus_route<S, M>(routes: &mut crate::bus::BusRoutes, queue: &str, pool: &Arc<Pool<S>>)
+where
+    S: Handles<M>,
+    M: Message + serde::de::DeserializeOwned,
+{
+    routes.add::<M>(queue, Arc::clone(pool) as Arc<dyn Endpoint<M>>);
+}

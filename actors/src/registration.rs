@@ -25,6 +25,7 @@ pub struct HandlerRegistration {
     name: &'static str,
     options: HandlerOptions,
     routes: Vec<RouteInfo>,
+    subscriptions: Vec<(&'static str, RouteInfo)>,
     spawn: SpawnFn,
 }
 
@@ -34,6 +35,7 @@ type SpawnFn = Box<dyn for<'a> FnOnce(SpawnArgs<'a>) -> BoxFuture<'a, Result<Vec
 /// What spawning a registration needs from the system.
 pub(crate) struct SpawnArgs<'a> {
     pub(crate) router: &'a Router,
+    pub(crate) bus: &'a mut crate::bus::BusRoutes,
     pub(crate) supervisor: &'a SupervisorRef,
     pub(crate) metrics: &'a MetricsRegistry,
     pub(crate) default_capacity: NonZeroUsize,
@@ -45,11 +47,14 @@ impl HandlerRegistration {
     pub fn new<S: HandlerActor>(factory: impl Fn() -> S + Send + Sync + 'static) -> Self {
         let routes = Routes::<S>::collect();
         let infos = routes.entries.iter().map(|spec| spec.info).collect();
+        let subscriptions =
+            routes.entries.iter().filter_map(|spec| spec.subscription.map(|(queue, _)| (queue, spec.info))).collect();
         let factory: Arc<dyn Fn() -> S + Send + Sync> = Arc::new(factory);
         HandlerRegistration {
             name: S::NAME,
             options: S::options(),
             routes: infos,
+            subscriptions,
             spawn: Box::new(move |args| Box::pin(spawn_pool::<S>(args, factory, routes))),
         }
     }
@@ -68,6 +73,11 @@ impl HandlerRegistration {
     /// The messages it handles.
     pub fn routes(&self) -> &[RouteInfo] {
         &self.routes
+    }
+
+    /// The bus queues it consumes, with the message type taken from each.
+    pub fn subscriptions(&self) -> &[(&'static str, RouteInfo)] {
+        &self.subscriptions
     }
 
     /// Its options.
@@ -124,6 +134,9 @@ async fn spawn_pool<S: HandlerActor>(
     let pool = Arc::new(Pool::new(S::NAME, mailboxes));
     for spec in &routes.entries {
         (spec.install)(args.router, &pool);
+        if let Some((queue, install)) = spec.subscription {
+            install(args.bus, queue, &pool);
+        }
     }
     Ok(controls)
 }

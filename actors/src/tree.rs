@@ -11,6 +11,7 @@ use hexeract_runtime::metrics::MetricsRegistry;
 use hexeract_runtime::shutdown::ActorShutdown;
 use hexeract_runtime::supervision::{Escalation, RestartPolicy, Supervisor, SupervisorRef};
 
+use crate::bus::{BusConfig, BusRoutes, BusTree, Publisher};
 use crate::mediator::Mediator;
 use crate::middleware::Middleware;
 use crate::registration::{HandlerRegistration, SpawnArgs, VerifyError};
@@ -58,11 +59,13 @@ pub enum StartError {
     Config(String),
 }
 
-/// The running mediator subtree.
+/// The running system tree: the handler actors under the mediator, and,
+/// when a transport is configured, the bus and outbox actors.
 pub struct MediatorTree {
     mediator: Mediator,
     supervisor: SupervisorRef,
     workers: Vec<Arc<dyn WorkerControl>>,
+    bus: Option<BusTree>,
 }
 
 impl MediatorTree {
@@ -71,14 +74,35 @@ impl MediatorTree {
     ///
     /// # Errors
     /// [`StartError::Spawn`] when an actor does not start.
-    pub async fn start(registrations: Vec<HandlerRegistration>, config: MediatorConfig, metrics: &MetricsRegistry) -> Result<Self, StartError> {
+    pub async fn start(
+        registrations: Vec<HandlerRegistration>,
+        config: MediatorConfig,
+        bus: Option<BusConfig>,
+        metrics: &MetricsRegistry,
+    ) -> Result<Self, StartError> {
+        if bus.is_none()
+            && let Some((queue, registration)) = registrations
+                .iter()
+                .find_map(|r| r.subscriptions().first().map(|(queue, _)| (queue, r.name())))
+        {
+            return Err(StartError::Config(format!(
+                "handler `{registration}` consumes queue `{queue}`, but no transport is configured"
+            )));
+        }
         let supervisor = Supervisor::start(config.restart, config.on_escalate)
             .await
             .map_err(|error| StartError::Spawn(format!("mediator supervisor: {error}")))?;
         let router = Router::default();
+        let mut bus_routes = BusRoutes::default();
         let mut workers = Vec::new();
         for registration in registrations {
-            let args = SpawnArgs { router: &router, supervisor: &supervisor, metrics, default_capacity: config.default_capacity };
+            let args = SpawnArgs {
+                router: &router,
+                bus: &mut bus_routes,
+                supervisor: &supervisor,
+                metrics,
+                default_capacity: config.default_capacity,
+            };
             match registration.spawn(args).await {
                 Ok(spawned) => workers.extend(spawned),
                 Err(error) => {
@@ -88,7 +112,22 @@ impl MediatorTree {
             }
         }
         let mediator = Mediator::new(router, Arc::new(config.state), config.middleware);
-        Ok(MediatorTree { mediator, supervisor, workers })
+        let bus = match bus {
+            Some(bus) => match BusTree::start(bus, bus_routes, mediator.clone(), metrics).await {
+                Ok(tree) => Some(tree),
+                Err(error) => {
+                    supervisor.stop(Duration::from_secs(1)).await;
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
+        Ok(MediatorTree { mediator, supervisor, workers, bus })
+    }
+
+    /// The bus publisher, when a transport is configured.
+    pub fn publisher(&self) -> Option<Publisher> {
+        self.bus.as_ref().map(BusTree::publisher)
     }
 
     /// A handle for dispatching.
@@ -100,6 +139,12 @@ impl MediatorTree {
     /// the actors. What was not handled by then is answered `ShuttingDown`
     /// and counted as abandoned.
     pub async fn shutdown(self, deadline: Instant) -> (Vec<ActorShutdown>, bool) {
+        // Intake first: consumers and pollers stop taking work, and finish
+        // what they hold while the handlers and the publisher still run.
+        let mut report = match &self.bus {
+            Some(bus) => bus.stop_intake(deadline).await,
+            None => Vec::new(),
+        };
         self.mediator.begin_shutdown();
         let handled_before: Vec<u64> = self.workers.iter().map(|w| w.handled_total()).collect();
         let mut deadline_reached = false;
@@ -117,11 +162,7 @@ impl MediatorTree {
         }
         let grace = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
         self.supervisor.stop(grace).await;
-        let report = self
-            .workers
-            .iter()
-            .zip(handled_before)
-            .map(|(worker, before)| {
+        report.extend(self.workers.iter().zip(handled_before).map(|(worker, before)| {
                 let taken_back = worker.take_remaining();
                 let abandoned = taken_back + worker.abandoned_in_progress();
                 ActorShutdown {
@@ -129,8 +170,11 @@ impl MediatorTree {
                     drained: worker.handled_total().saturating_sub(before),
                     abandoned,
                 }
-            })
-            .collect();
+        }));
+        // Last, the publisher flushes the confirms of what the others sent.
+        if let Some(bus) = self.bus {
+            report.push(bus.stop_publisher(deadline).await);
+        }
         (report, deadline_reached)
     }
 }

@@ -13,11 +13,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt as _;
 use hexeract_runtime::mailbox::{Mailbox, Slot};
-use hexeract_runtime::metrics::{ActorMetrics, Outcome};
+use hexeract_runtime::metrics::{ActorMetrics, Outcome, Stopwatch};
 use hexeract_runtime::supervision::Child;
 use hexeract_runtime::{BoxFuture, Message};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
@@ -92,7 +92,7 @@ where
     S: Handles<M>,
     M: Message,
 {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     if ctx.cancel.is_cancelled() {
         // The caller's timeout fired while the message was queued: it has its
         // answer already, and the work must not start.
@@ -114,7 +114,10 @@ where
     };
     let (outcome, answer, end) = match ended {
         Ended::Finished(Ok(result)) => match result.into_result() {
-            Ok(output) => (Outcome::Ok, Some(Ok(output)), JobEnd::Continue),
+            Ok(output) => {
+                let outcome = if ctx.is_duplicate() { Outcome::Duplicate } else { Outcome::Ok };
+                (outcome, Some(Ok(output)), JobEnd::Continue)
+            }
             Err(source) => (
                 Outcome::Error,
                 Some(Err(DispatchError::Handler { handler: worker.handler, message: M::NAME, source })),

@@ -158,7 +158,7 @@ fn expand_fn(args: &HandlerArgs, function: &syn::ItemFn) -> syn::Result<TokenStr
     let vis = &function.vis;
     let name = args.name.clone().unwrap_or_else(|| fn_name.to_string().trim_start_matches("r#").to_owned());
     let options = args.options_expr(&krate);
-    let message = sig.message;
+    let route = args.route_stmt(sig.message);
     let call = match &sig.context {
         Some(ctx) => quote!(#fn_name(message, #ctx)),
         None => quote!(#fn_name(message)),
@@ -184,7 +184,7 @@ fn expand_fn(args: &HandlerArgs, function: &syn::ItemFn) -> syn::Result<TokenStr
                 #options
             }
             fn routes(routes: &mut #krate::Routes<Self>) {
-                routes.handle::<#message>();
+                #route
             }
         }
 
@@ -259,7 +259,7 @@ fn expand_impl(args: &HandlerArgs, block: &syn::ItemImpl) -> syn::Result<TokenSt
             None => quote!(#method(self, message)),
         };
         handles.push(handles_impl(&krate, &state, &sig, call));
-        routes.push(quote!(routes.handle::<#message>();));
+        routes.push(args.route_stmt(message));
     }
     if routes.is_empty() {
         return Err(syn::Error::new_spanned(&block.self_ty, "a `#[handler]` impl needs at least one handler method"));

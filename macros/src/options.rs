@@ -10,7 +10,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::{LitInt, LitStr};
 
-const KNOWN: &str = "`workers = N`, `capacity = N`, `timeout = \"2s\"`, `name = \"...\"`, `manual`";
+const KNOWN: &str = "`workers = N`, `capacity = N`, `timeout = \"2s\"`, `name = \"...\"`, `queue = \"...\"`, `manual`";
 
 #[derive(Default)]
 pub(crate) struct HandlerArgs {
@@ -19,6 +19,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) timeout: Option<Duration>,
     pub(crate) name: Option<String>,
     pub(crate) manual: bool,
+    /// The bus queue the handler consumes its messages from.
+    pub(crate) queue: Option<String>,
 }
 
 impl HandlerArgs {
@@ -38,6 +40,19 @@ impl HandlerArgs {
                     return Err(syn::Error::new(lit.span(), "a handler name must be non-empty and contain no `/`"));
                 }
                 parsed.name = Some(lit.value());
+            } else if meta.path.is_ident("queue") {
+                let lit: LitStr = meta.value()?.parse()?;
+                let queue = lit.value();
+                let valid = !queue.is_empty()
+                    && queue.len() <= 200
+                    && queue.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+                if !valid {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "a queue name is 1 to 200 characters of ASCII letters, digits, `.`, `_`, `-` or `:`",
+                    ));
+                }
+                parsed.queue = Some(queue);
             } else if meta.path.is_ident("manual") {
                 parsed.manual = true;
             } else {
@@ -47,6 +62,15 @@ impl HandlerArgs {
         });
         syn::parse::Parser::parse2(parser, args)?;
         Ok(parsed)
+    }
+
+    /// The statement that declares the handler's route for `message`:
+    /// through the mediator only, or also from its bus queue.
+    pub(crate) fn route_stmt(&self, message: &syn::Type) -> TokenStream {
+        match &self.queue {
+            Some(queue) => quote!(routes.subscribe::<#message>(#queue);),
+            None => quote!(routes.handle::<#message>();),
+        }
     }
 
     /// `HandlerOptions::new().workers(..)...` for the generated `options()`.

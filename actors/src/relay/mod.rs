@@ -1,0 +1,8 @@
+//! The outbox relay: a poller actor per outbox table that claims due rows,
+//! hands them to the [`Publisher`](crate::bus::Publisher), and records the
+//! outcome of each on the row.
+
+mod poller;
+
+pub use poller::RelayConfig;
+pub(crate) use poller::OutboxPoller;
