@@ -126,10 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tally = Arc::new(Tally::default());
     let system = Hexeract::builder()
         .state(Arc::clone(&tally))
-        .restart_policy(hexeract::RestartPolicy::default().backoff(hexeract::Backoff::new(
-            Duration::from_millis(10),
-            Duration::from_millis(200),
-        )?))
+        .restart_policy(
+            hexeract::RestartPolicy::default()
+                .backoff(hexeract::Backoff::new(Duration::from_millis(10), Duration::from_millis(200))?),
+        )
         .discover_handlers()
         .start()
         .await?;

@@ -1,17 +1,17 @@
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use hexeract_actors::middleware::{Middleware, Tracing};
 use hexeract_actors::bus::{BusConfig, ConsumerConfig, PublisherConfig};
+use hexeract_actors::middleware::{Middleware, Tracing};
 use hexeract_actors::relay::RelayConfig;
 use hexeract_actors::{HandlerActor, HandlerRegistration, MediatorConfig, MediatorTree, StartError};
-use hexeract_runtime::ports::outbox::OutboxStore;
-use hexeract_runtime::ports::transport::Transport;
-use hexeract_transport_memory::MemoryTransport;
 use hexeract_runtime::StateMap;
 use hexeract_runtime::mailbox::DEFAULT_CAPACITY;
 use hexeract_runtime::metrics::MetricsRegistry;
+use hexeract_runtime::ports::outbox::OutboxStore;
+use hexeract_runtime::ports::transport::Transport;
 use hexeract_runtime::supervision::{Escalation, RestartPolicy};
+use hexeract_transport_memory::MemoryTransport;
 
 use crate::System;
 
@@ -82,9 +82,8 @@ impl Builder {
         // The mutex lets state that is `Send` but not `Sync` (a `RefCell`, say)
         // be cloned from the supervisor's task; it is locked only at (re)start.
         let initial = Mutex::new(value);
-        self.registrations.push(HandlerRegistration::new(move || {
-            initial.lock().unwrap_or_else(PoisonError::into_inner).clone()
-        }));
+        self.registrations
+            .push(HandlerRegistration::new(move || initial.lock().unwrap_or_else(PoisonError::into_inner).clone()));
         self
     }
 
@@ -169,9 +168,7 @@ impl Builder {
     /// [`StartError::Config`] for invalid settings, [`StartError::Spawn`]
     /// when an actor cannot start.
     pub async fn start(self) -> Result<System, StartError> {
-        let capacity = self
-            .capacity
-            .ok_or_else(|| StartError::Config("mailbox capacity must be at least 1".into()))?;
+        let capacity = self.capacity.ok_or_else(|| StartError::Config("mailbox capacity must be at least 1".into()))?;
         let mut registrations = self.registrations;
         if self.discover {
             registrations.extend(hexeract_actors::discovered_handlers().into_iter().map(|found| (found.register)()));

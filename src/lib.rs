@@ -61,7 +61,7 @@ pub mod bus {
         Binding, Capabilities, Delivery, DeliveryTag, Destination, ExchangeKind, ExchangeSpec, Outgoing, Overflow,
         PublishError, QueueSpec, Subscription, SubscriptionEvent, Topology, Transport, TransportError,
     };
-    pub use hexeract_runtime::ports::wire::{self, WireMessage, WireError};
+    pub use hexeract_runtime::ports::wire::{self, WireError, WireMessage};
     pub use hexeract_transport_memory::MemoryTransport;
 }
 

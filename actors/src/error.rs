@@ -9,7 +9,9 @@ use hexeract_runtime::BoxError;
 #[non_exhaustive]
 pub enum DispatchError {
     /// Nobody handles this message type.
-    #[error("no handler for `{message}` ({type_name}); register one with `#[handler]` and `discover_handlers()`, or `.handler(value)`")]
+    #[error(
+        "no handler for `{message}` ({type_name}); register one with `#[handler]` and `discover_handlers()`, or `.handler(value)`"
+    )]
     NoHandler {
         /// The message's wire name.
         message: &'static str,
@@ -149,11 +151,7 @@ pub struct PublishError {
 }
 
 fn summary(failures: &[HandlerFailure]) -> String {
-    failures
-        .iter()
-        .map(|f| format!("`{}` ({})", f.handler, f.error))
-        .collect::<Vec<_>>()
-        .join(", ")
+    failures.iter().map(|f| format!("`{}` ({})", f.handler, f.error)).collect::<Vec<_>>().join(", ")
 }
 
 /// An error and its sources, `outer: inner: innermost`, for a reason stored

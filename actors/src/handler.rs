@@ -135,12 +135,7 @@ pub struct RouteInfo {
 impl RouteInfo {
     /// The route of message type `M`.
     pub fn of<M: Message>() -> Self {
-        RouteInfo {
-            name: M::NAME,
-            type_name: std::any::type_name::<M>(),
-            kind: M::KIND,
-            type_id: TypeId::of::<M>(),
-        }
+        RouteInfo { name: M::NAME, type_name: std::any::type_name::<M>(), kind: M::KIND, type_id: TypeId::of::<M>() }
     }
 }
 
@@ -156,7 +151,11 @@ impl<S: HandlerActor> Routes<S> {
     where
         S: Handles<M>,
     {
-        self.entries.push(RouteSpec { info: RouteInfo::of::<M>(), install: crate::pool::install_route::<S, M>, subscription: None });
+        self.entries.push(RouteSpec {
+            info: RouteInfo::of::<M>(),
+            install: crate::pool::install_route::<S, M>,
+            subscription: None,
+        });
     }
 
     /// Declares that the actor handles `M`, through the mediator and from

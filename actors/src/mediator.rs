@@ -32,7 +32,12 @@ struct Inner {
 impl Mediator {
     pub(crate) fn new(router: Router, state: Arc<StateMap>, middleware: Vec<Arc<dyn Middleware>>) -> Self {
         Mediator {
-            inner: Arc::new(Inner { router: router.freeze(), state, middleware, shutting_down: AtomicBool::new(false) }),
+            inner: Arc::new(Inner {
+                router: router.freeze(),
+                state,
+                middleware,
+                shutting_down: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -147,10 +152,10 @@ impl Mediator {
     }
 
     fn endpoint<M: Message>(&self) -> Result<&dyn Endpoint<M>, DispatchError> {
-        self.inner.router.first::<M>().ok_or(DispatchError::NoHandler {
-            message: M::NAME,
-            type_name: std::any::type_name::<M>(),
-        })
+        self.inner
+            .router
+            .first::<M>()
+            .ok_or(DispatchError::NoHandler { message: M::NAME, type_name: std::any::type_name::<M>() })
     }
 
     fn context(&self, meta: Metadata, cancel: Cancel) -> Context {
@@ -165,7 +170,11 @@ impl Mediator {
         }
     }
 
-    async fn await_reply<M: Message>(&self, reply: Reply<M>, handler: &'static str) -> Result<M::Output, DispatchError> {
+    async fn await_reply<M: Message>(
+        &self,
+        reply: Reply<M>,
+        handler: &'static str,
+    ) -> Result<M::Output, DispatchError> {
         match reply.await {
             Ok(result) => result,
             // The job was dropped unanswered: taken back at shutdown, or its
@@ -174,17 +183,21 @@ impl Mediator {
         }
     }
 
-    async fn enqueue<M: Message>(&self, endpoint: &dyn Endpoint<M>, message: M, ctx: Context) -> Result<Reply<M>, DispatchError> {
+    async fn enqueue<M: Message>(
+        &self,
+        endpoint: &dyn Endpoint<M>,
+        message: M,
+        ctx: Context,
+    ) -> Result<Reply<M>, DispatchError> {
         let refused = match endpoint.try_dispatch(message, ctx) {
             Ok(reply) => return Ok(reply),
             Err(refused) => refused,
         };
         match refused {
             // Full: wait for room, which is the back-pressure.
-            Refused::Full { message, ctx, .. } => endpoint
-                .dispatch(message, ctx)
-                .await
-                .map_err(|_| self.closed_error::<M>(endpoint.handler())),
+            Refused::Full { message, ctx, .. } => {
+                endpoint.dispatch(message, ctx).await.map_err(|_| self.closed_error::<M>(endpoint.handler()))
+            }
             Refused::Closed => Err(self.closed_error::<M>(endpoint.handler())),
         }
     }
@@ -203,7 +216,12 @@ impl Mediator {
         }
     }
 
-    pub(crate) async fn request<M: Message>(&self, message: M, meta: Metadata, nested: bool) -> Result<M::Output, DispatchError> {
+    pub(crate) async fn request<M: Message>(
+        &self,
+        message: M,
+        meta: Metadata,
+        nested: bool,
+    ) -> Result<M::Output, DispatchError> {
         // Nested dispatches (from a handler's context) still run while the
         // system drains, so work in progress can finish.
         if !nested && self.is_shutting_down() {
@@ -217,11 +235,21 @@ impl Mediator {
     /// to it, through the middleware, with the metadata it travelled with.
     /// Runs during shutdown too: the consumer stops taking deliveries before
     /// the mediator stops, and what it took must finish.
-    pub(crate) async fn deliver<M: Message>(&self, endpoint: &dyn Endpoint<M>, message: M, meta: Metadata) -> Result<M::Output, DispatchError> {
+    pub(crate) async fn deliver<M: Message>(
+        &self,
+        endpoint: &dyn Endpoint<M>,
+        message: M,
+        meta: Metadata,
+    ) -> Result<M::Output, DispatchError> {
         self.dispatch_to(endpoint, message, meta).await
     }
 
-    async fn dispatch_to<M: Message>(&self, endpoint: &dyn Endpoint<M>, message: M, meta: Metadata) -> Result<M::Output, DispatchError> {
+    async fn dispatch_to<M: Message>(
+        &self,
+        endpoint: &dyn Endpoint<M>,
+        message: M,
+        meta: Metadata,
+    ) -> Result<M::Output, DispatchError> {
         let dispatch = Dispatch { meta, kind: M::KIND, cancel: Cancel::new() };
         let ctx = self.context(dispatch.meta.clone(), dispatch.cancel.clone());
         if !self.inner.middleware.iter().any(|m| m.is_active()) {
@@ -249,12 +277,20 @@ impl Mediator {
         }
     }
 
-    pub(crate) async fn notify<N: Notification>(&self, notification: N, meta: Metadata, nested: bool) -> Result<(), PublishError> {
+    pub(crate) async fn notify<N: Notification>(
+        &self,
+        notification: N,
+        meta: Metadata,
+        nested: bool,
+    ) -> Result<(), PublishError> {
         if !nested && self.is_shutting_down() {
             return Err(PublishError {
                 message: N::NAME,
                 subscribers: 0,
-                failures: vec![HandlerFailure { handler: "mediator", error: DispatchError::ShuttingDown { message: N::NAME } }],
+                failures: vec![HandlerFailure {
+                    handler: "mediator",
+                    error: DispatchError::ShuttingDown { message: N::NAME },
+                }],
             });
         }
         let endpoints = self.inner.router.all::<N>();

@@ -30,7 +30,8 @@ pub struct HandlerRegistration {
 }
 
 /// Spawns a registration's workers under the system's supervisor.
-type SpawnFn = Box<dyn for<'a> FnOnce(SpawnArgs<'a>) -> BoxFuture<'a, Result<Vec<Arc<dyn WorkerControl>>, String>> + Send>;
+type SpawnFn =
+    Box<dyn for<'a> FnOnce(SpawnArgs<'a>) -> BoxFuture<'a, Result<Vec<Arc<dyn WorkerControl>>, String>> + Send>;
 
 /// What spawning a registration needs from the system.
 pub(crate) struct SpawnArgs<'a> {
@@ -111,11 +112,7 @@ async fn spawn_pool<S: HandlerActor>(
     let mut mailboxes = Vec::with_capacity(workers);
     let mut controls: Vec<Arc<dyn WorkerControl>> = Vec::with_capacity(workers);
     for index in 0..workers {
-        let path = if workers == 1 {
-            format!("mediator/{}", S::NAME)
-        } else {
-            format!("mediator/{}/{index}", S::NAME)
-        };
+        let path = if workers == 1 { format!("mediator/{}", S::NAME) } else { format!("mediator/{}/{index}", S::NAME) };
         let mailbox = Mailbox::new(capacity);
         let metrics = args.metrics.register(path.clone(), Some(mailbox.depth_gauge()));
         let info = Arc::new(WorkerInfo {
@@ -241,8 +238,12 @@ pub struct VerifyError {
 ///
 /// # Errors
 /// [`VerifyError`] naming every duplicate and every missing handler.
-pub fn verify_handlers(registrations: &[HandlerRegistration], declared: &[&DeclaredMessage]) -> Result<(), VerifyError> {
-    let mut handlers: BTreeMap<(&'static str, TypeIdKey), (MessageKind, &'static str, Vec<&'static str>)> = BTreeMap::new();
+pub fn verify_handlers(
+    registrations: &[HandlerRegistration],
+    declared: &[&DeclaredMessage],
+) -> Result<(), VerifyError> {
+    let mut handlers: BTreeMap<(&'static str, TypeIdKey), (MessageKind, &'static str, Vec<&'static str>)> =
+        BTreeMap::new();
     for registration in registrations {
         for route in registration.routes() {
             handlers
@@ -265,7 +266,11 @@ pub fn verify_handlers(registrations: &[HandlerRegistration], declared: &[&Decla
             continue;
         }
         if !handlers.contains_key(&(message.name, TypeIdKey((message.type_id)()))) {
-            problems.push(HandlerProblem::Missing { message: message.name, type_name: (message.type_name)(), kind: message.kind });
+            problems.push(HandlerProblem::Missing {
+                message: message.name,
+                type_name: (message.type_name)(),
+                kind: message.kind,
+            });
         }
     }
     for (name, types) in by_name {

@@ -21,10 +21,8 @@ pub(crate) struct Router {
 
 impl Router {
     pub(crate) fn add<M: Message>(&self, endpoint: Arc<dyn Endpoint<M>>) {
-        let mut entry = self
-            .routes
-            .entry(TypeId::of::<M>())
-            .or_insert_with(|| Box::new(Vec::<Arc<dyn Endpoint<M>>>::new()));
+        let mut entry =
+            self.routes.entry(TypeId::of::<M>()).or_insert_with(|| Box::new(Vec::<Arc<dyn Endpoint<M>>>::new()));
         if let Some(endpoints) = entry.downcast_mut::<Vec<Arc<dyn Endpoint<M>>>>() {
             endpoints.push(endpoint);
         }

@@ -81,9 +81,8 @@ impl MediatorTree {
         metrics: &MetricsRegistry,
     ) -> Result<Self, StartError> {
         if bus.is_none()
-            && let Some((queue, registration)) = registrations
-                .iter()
-                .find_map(|r| r.subscriptions().first().map(|(queue, _)| (queue, r.name())))
+            && let Some((queue, registration)) =
+                registrations.iter().find_map(|r| r.subscriptions().first().map(|(queue, _)| (queue, r.name())))
         {
             return Err(StartError::Config(format!(
                 "handler `{registration}` consumes queue `{queue}`, but no transport is configured"
@@ -163,13 +162,13 @@ impl MediatorTree {
         let grace = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
         self.supervisor.stop(grace).await;
         report.extend(self.workers.iter().zip(handled_before).map(|(worker, before)| {
-                let taken_back = worker.take_remaining();
-                let abandoned = taken_back + worker.abandoned_in_progress();
-                ActorShutdown {
-                    path: worker.path().to_owned(),
-                    drained: worker.handled_total().saturating_sub(before),
-                    abandoned,
-                }
+            let taken_back = worker.take_remaining();
+            let abandoned = taken_back + worker.abandoned_in_progress();
+            ActorShutdown {
+                path: worker.path().to_owned(),
+                drained: worker.handled_total().saturating_sub(before),
+                abandoned,
+            }
         }));
         // Last, the publisher flushes the confirms of what the others sent.
         if let Some(bus) = self.bus {

@@ -55,11 +55,7 @@ pub(crate) struct WorkerInfo {
 }
 
 /// Wraps one message into a job for an actor of state `S`.
-pub(crate) fn job<S, M>(
-    message: M,
-    ctx: Context,
-    reply: oneshot::Sender<Result<M::Output, DispatchError>>,
-) -> Job<S>
+pub(crate) fn job<S, M>(message: M, ctx: Context, reply: oneshot::Sender<Result<M::Output, DispatchError>>) -> Job<S>
 where
     S: Handles<M>,
     M: Message,
@@ -101,7 +97,8 @@ where
     }
     let span = tracing::info_span!(parent: &parent, "handle", handler = worker.handler, actor = %worker.path, outcome = tracing::field::Empty);
     let ended = {
-        let mut handling = std::pin::pin!(AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind().instrument(span.clone()));
+        let mut handling =
+            std::pin::pin!(AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind().instrument(span.clone()));
         // Most handlers finish on their first poll, and then there is nothing
         // to race: the cancellation and timeout futures are only made (and
         // boxed, to keep this future small) for a handler that has to wait.
@@ -126,7 +123,8 @@ where
         },
         Ended::Finished(Err(payload)) => {
             let panic = panic_message(payload.as_ref());
-            let error = DispatchError::HandlerPanicked { handler: worker.handler, message: M::NAME, panic: panic.clone() };
+            let error =
+                DispatchError::HandlerPanicked { handler: worker.handler, message: M::NAME, panic: panic.clone() };
             (Outcome::Panic, Some(Err(error)), JobEnd::Panicked(panic))
         }
         // The caller already returned `Timeout`; nobody waits for an answer.
@@ -159,7 +157,12 @@ where
 /// Runs a handler that did not finish on its first poll against the caller
 /// giving up, the shutdown deadline and the per-handler timeout, in that
 /// order of priority after the handler itself.
-async fn race<F, T>(handling: Pin<&mut F>, cancel: &Cancel, stop: &CancellationToken, timeout: Option<Duration>) -> Ended<T>
+async fn race<F, T>(
+    handling: Pin<&mut F>,
+    cancel: &Cancel,
+    stop: &CancellationToken,
+    timeout: Option<Duration>,
+) -> Ended<T>
 where
     F: Future<Output = Result<T, Box<dyn std::any::Any + Send>>>,
 {
@@ -216,16 +219,29 @@ impl<S: Send + 'static> Actor for Worker<S> {
     type State = WorkerState<S>;
     type Arguments = WorkerArgs<S>;
 
-    async fn pre_start(&self, _myself: ActorRef<WorkerMsg>, args: WorkerArgs<S>) -> Result<WorkerState<S>, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs<S>,
+    ) -> Result<WorkerState<S>, ActorProcessingErr> {
         Ok(WorkerState { handler: (args.factory)(), mailbox: args.mailbox, info: args.info })
     }
 
-    async fn post_start(&self, myself: ActorRef<WorkerMsg>, _state: &mut WorkerState<S>) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        _state: &mut WorkerState<S>,
+    ) -> Result<(), ActorProcessingErr> {
         myself.cast(WorkerMsg::Run)?;
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<WorkerMsg>, message: WorkerMsg, state: &mut WorkerState<S>) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        message: WorkerMsg,
+        state: &mut WorkerState<S>,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             WorkerMsg::Run => {
                 let mut receiver = state.mailbox.receiver().await;
@@ -262,7 +278,11 @@ impl<S: Send + 'static> Child for WorkerChild<S> {
 
     fn spawn(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<ActorCell, SpawnErr>> {
         Box::pin(async move {
-            let args = WorkerArgs { mailbox: self.mailbox.clone(), factory: Arc::clone(&self.factory), info: Arc::clone(&self.info) };
+            let args = WorkerArgs {
+                mailbox: self.mailbox.clone(),
+                factory: Arc::clone(&self.factory),
+                info: Arc::clone(&self.info),
+            };
             let (actor, _join) = Actor::spawn_linked(None, Worker::<S>(PhantomData), args, supervisor).await?;
             Ok(actor.get_cell())
         })

@@ -114,7 +114,12 @@ impl Actor for PingActor {
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<PingMsg>, message: PingMsg, _state: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<PingMsg>,
+        message: PingMsg,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         match message {
             PingMsg::Ping(value, reply) => {
                 let _ = reply.send(value);
@@ -221,11 +226,7 @@ async fn run_ractor(callers: usize, total: usize) -> Result<Run, Failure> {
 }
 
 async fn run_hexeract(callers: usize, total: usize) -> Result<Run, Failure> {
-    let system = Hexeract::builder()
-        .handler(PingHandler)
-        .start()
-        .await
-        .map_err(|e| format!("hexeract start: {e}"))?;
+    let system = Hexeract::builder().handler(PingHandler).start().await.map_err(|e| format!("hexeract start: {e}"))?;
     let mediator = system.mediator();
     let round_trip = |mediator: hexeract::Mediator, count: usize| async move {
         for i in 0..count as u64 {
@@ -311,10 +312,7 @@ async fn run_variant(variant: Variant, callers: usize, total: usize) -> Result<R
 /// Resident set size of this process, in bytes.
 fn rss_bytes() -> Result<u64, Failure> {
     let status = std::fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc/self/status: {e}"))?;
-    let line = status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .ok_or("no VmRSS in /proc/self/status")?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).ok_or("no VmRSS in /proc/self/status")?;
     let kb: u64 = line
         .trim_start_matches("VmRSS:")
         .trim()
@@ -341,11 +339,8 @@ struct MemoryResult {
 }
 
 async fn run_memory(total: usize) -> Result<MemoryResult, Failure> {
-    let system = Hexeract::builder()
-        .handler(SlowPingHandler)
-        .start()
-        .await
-        .map_err(|e| format!("hexeract start: {e}"))?;
+    let system =
+        Hexeract::builder().handler(SlowPingHandler).start().await.map_err(|e| format!("hexeract start: {e}"))?;
     let system = Arc::new(system);
     let mediator = system.mediator();
     let path = "mediator/slow_ping";
@@ -572,7 +567,10 @@ async fn bench() -> Result<(), Failure> {
     // Memory first: the heap is at its cleanest, so growth is not hidden by
     // memory earlier runs freed.
     let memory = if config.wants("memory") {
-        println!("\nmemory run: {CALLERS} producers, {} messages, slow handler with capacity {MEMORY_CAPACITY} ...", config.memory);
+        println!(
+            "\nmemory run: {CALLERS} producers, {} messages, slow handler with capacity {MEMORY_CAPACITY} ...",
+            config.memory
+        );
         Some(run_memory(config.memory).await?)
     } else {
         None
@@ -589,8 +587,13 @@ async fn bench() -> Result<(), Failure> {
         for offset in 0..variants.len() {
             // Rotate the order so no variant always runs first.
             let variant = variants[(round + offset) % variants.len()];
-            let one = if config.wants_mode("seq") { Some(run_variant(variant, 1, config.sequential).await?) } else { None };
-            let many = if config.wants_mode("par") { Some(run_variant(variant, CALLERS, config.parallel).await?) } else { None };
+            let one =
+                if config.wants_mode("seq") { Some(run_variant(variant, 1, config.sequential).await?) } else { None };
+            let many = if config.wants_mode("par") {
+                Some(run_variant(variant, CALLERS, config.parallel).await?)
+            } else {
+                None
+            };
             let one = one.map_or(f64::NAN, Run::ns_per_msg);
             let many = many.map_or(f64::NAN, Run::msgs_per_sec);
             seq[variant as usize].push(one);
@@ -673,7 +676,10 @@ async fn bench() -> Result<(), Failure> {
 
     if let Some(m) = memory {
         let growth = mb(m.peak.saturating_sub(m.before));
-        println!("\nmemory: {CALLERS} producers x window {MEMORY_WINDOW}, {} messages into `slow_ping` (capacity {})", config.memory, m.capacity);
+        println!(
+            "\nmemory: {CALLERS} producers x window {MEMORY_WINDOW}, {} messages into `slow_ping` (capacity {})",
+            config.memory, m.capacity
+        );
         println!(
             "  took {:.2} s ({:.2} M msgs/s); mailbox depth over {} samples: mean {:.0}, max {} of {}",
             m.elapsed.as_secs_f64(),

@@ -59,7 +59,8 @@ async fn start(memory: &MemoryTransport, seen: &Seen) -> System {
         .transport(memory.clone())
         .consumer(quick_consumer())
         .restart_policy(
-            hexeract::RestartPolicy::default().backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(50)).expect("valid")),
+            hexeract::RestartPolicy::default()
+                .backoff(Backoff::new(Duration::from_millis(5), Duration::from_millis(50)).expect("valid")),
         )
         .state(seen.clone())
         .handler(ProjectHandler)
@@ -95,7 +96,10 @@ async fn deliveries_are_handled_once_and_acked() {
             publish_placed(&system, id).await;
         }
         assert!(eventually(Duration::from_secs(10), || seen.ids() == 100).await, "all 100 handled");
-        assert!(eventually(Duration::from_secs(5), || memory.queue_depth("bus-test.projection").ok() == Some(0)).await, "all acked");
+        assert!(
+            eventually(Duration::from_secs(5), || memory.queue_depth("bus-test.projection").ok() == Some(0)).await,
+            "all acked"
+        );
         for id in 100..200 {
             assert_eq!(seen.attempts(id), vec![1], "id {id} handled exactly once");
         }
@@ -112,7 +116,11 @@ async fn a_failed_delivery_is_retried_with_its_attempt_count_until_it_succeeds()
         let (memory, seen) = (MemoryTransport::new(), Seen::default());
         let system = start(&memory, &seen).await;
         publish_placed(&system, 7).await;
-        assert!(eventually(Duration::from_secs(10), || seen.attempts(7) == vec![1, 2, 3]).await, "{:?}", seen.attempts(7));
+        assert!(
+            eventually(Duration::from_secs(10), || seen.attempts(7) == vec![1, 2, 3]).await,
+            "{:?}",
+            seen.attempts(7)
+        );
         assert!(dead_letters(&memory).is_empty());
         system.shutdown(Duration::from_secs(5)).await;
     })
@@ -201,7 +209,11 @@ async fn a_handler_panic_during_consumption_is_retried_not_lost() {
         let (memory, seen) = (MemoryTransport::new(), Seen::default());
         let system = start(&memory, &seen).await;
         publish_placed(&system, 21).await;
-        assert!(eventually(Duration::from_secs(10), || seen.attempts(21) == vec![1, 2]).await, "{:?}", seen.attempts(21));
+        assert!(
+            eventually(Duration::from_secs(10), || seen.attempts(21) == vec![1, 2]).await,
+            "{:?}",
+            seen.attempts(21)
+        );
         publish_placed(&system, 22).await;
         assert!(eventually(Duration::from_secs(10), || seen.attempts(22) == vec![1]).await, "still consuming");
         let restarted = eventually(Duration::from_secs(5), || {

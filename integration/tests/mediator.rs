@@ -173,9 +173,7 @@ async fn fifty_messages_queued_behind_a_panic_are_handled_by_the_restarted_actor
         let mediator = system.mediator();
         // try_send queues synchronously, so the order in the mailbox is known.
         let exploding = mediator.try_send(Queued { n: 0, explode: true }).expect("room");
-        let behind: Vec<_> = (1..=50)
-            .map(|n| mediator.try_send(Queued { n, explode: false }).expect("room"))
-            .collect();
+        let behind: Vec<_> = (1..=50).map(|n| mediator.try_send(Queued { n, explode: false }).expect("room")).collect();
         assert_eq!(system.metrics().actor("mediator/queued").expect("listed").depth, 51);
         gate.open(1);
 
@@ -217,10 +215,7 @@ async fn past_the_restart_intensity_the_actor_is_given_up_and_callers_are_told()
         })
         .await;
         assert!(given_up, "the supervisor gives up after the third failure in the window");
-        assert!(matches!(
-            mediator.send(Doomed).await,
-            Err(DispatchError::HandlerStopped { handler: "doomed", .. })
-        ));
+        assert!(matches!(mediator.send(Doomed).await, Err(DispatchError::HandlerStopped { handler: "doomed", .. })));
         let escalations = system.escalations();
         assert_eq!(escalations.len(), 1);
         assert_eq!(escalations[0].path, "mediator/doomed");
@@ -604,8 +599,7 @@ async fn inner(_q: Inner, ctx: &Context) -> Result<(MessageId, Option<MessageId>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_up_messages_share_the_correlation_id_and_name_their_cause() {
     within(LIMIT, async {
-        let system =
-            Hexeract::builder().handler(OuterHandler).handler(InnerHandler).start().await.expect("start");
+        let system = Hexeract::builder().handler(OuterHandler).handler(InnerHandler).start().await.expect("start");
         let (outer_id, outer_correlation, inner_correlation, inner_causation) =
             system.mediator().send(Outer).await.expect("handled");
         assert_eq!(outer_correlation, outer_id, "a root message correlates with itself");
@@ -634,7 +628,9 @@ struct Refuse;
 impl Middleware for Refuse {
     fn handle<'a>(&'a self, dispatch: &'a Dispatch, next: Next<'a>) -> BoxFuture<'a, Result<(), DispatchError>> {
         if dispatch.meta().name == "test.inner.v1" {
-            return Box::pin(async { Err(DispatchError::Rejected { message: "test.inner.v1", source: "not today".into() }) });
+            return Box::pin(async {
+                Err(DispatchError::Rejected { message: "test.inner.v1", source: "not today".into() })
+            });
         }
         next.run(dispatch)
     }
@@ -738,10 +734,7 @@ async fn verify_handlers_names_duplicates_and_missing_handlers() {
         };
         let text = error.to_string();
         assert!(text.contains("`test.orphan.v1`") && text.contains("has no handler"), "{text}");
-        assert!(
-            text.contains("`test.contested.v1` has 2 handlers (contested_first, contested_second)"),
-            "{text}"
-        );
+        assert!(text.contains("`test.contested.v1` has 2 handlers (contested_first, contested_second)"), "{text}");
         assert!(text.contains("`test.unhandled.v1` (mediator::Unhandled) has no handler"), "{text}");
         // Every other command and query in this binary has exactly one handler.
         assert_eq!(error.problems.len(), 3, "{text}");

@@ -40,9 +40,7 @@ pub fn derive_message(input: TokenStream) -> TokenStream {
 /// (`place_order` → `PlaceOrderHandler`), the actor type.
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
-    handler::expand(args.into(), item.into())
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+    handler::expand(args.into(), item.into()).unwrap_or_else(syn::Error::into_compile_error).into()
 }
 
 /// The path to the `hexeract` crate as the caller's crate names it.

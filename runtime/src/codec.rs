@@ -34,9 +34,7 @@ impl Codec {
         let essence = content_type.split(';').next().unwrap_or_default().trim();
         match essence.to_ascii_lowercase().as_str() {
             "application/json" => Ok(Codec::Json),
-            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
-                Ok(Codec::MessagePack)
-            }
+            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => Ok(Codec::MessagePack),
             _ => Err(CodecError::UnknownContentType(content_type.to_owned())),
         }
     }
@@ -51,11 +49,7 @@ impl Codec {
             Codec::Json => serde_json::to_vec(value).map_err(Into::into),
             Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(Into::into),
         };
-        result.map_err(|source| CodecError::Encode {
-            message: name.to_owned(),
-            codec: self,
-            source,
-        })
+        result.map_err(|source| CodecError::Encode { message: name.to_owned(), codec: self, source })
     }
 
     /// Decodes the body of the message called `name`.
@@ -68,11 +62,7 @@ impl Codec {
             Codec::Json => serde_json::from_slice(bytes).map_err(Into::into),
             Codec::MessagePack => rmp_serde::from_slice(bytes).map_err(Into::into),
         };
-        result.map_err(|source| CodecError::Decode {
-            message: name.to_owned(),
-            codec: self,
-            source,
-        })
+        result.map_err(|source| CodecError::Decode { message: name.to_owned(), codec: self, source })
     }
 }
 
@@ -149,18 +139,15 @@ mod tests {
             extra: bool,
             sku: String,
         }
-        let bytes = Codec::MessagePack
-            .encode("orders.v1", &OrderV2 { qty: 1, extra: true, sku: "b".into() })
-            .expect("encode");
+        let bytes =
+            Codec::MessagePack.encode("orders.v1", &OrderV2 { qty: 1, extra: true, sku: "b".into() }).expect("encode");
         let old: Order = Codec::MessagePack.decode("orders.v1", &bytes).expect("decode");
         assert_eq!(old, Order { sku: "b".into(), qty: 1 });
     }
 
     #[test]
     fn decode_error_names_the_message_and_the_reason() {
-        let err = Codec::Json
-            .decode::<Order>("orders.v1", b"{\"sku\": 5}")
-            .expect_err("must fail");
+        let err = Codec::Json.decode::<Order>("orders.v1", b"{\"sku\": 5}").expect_err("must fail");
         assert!(err.to_string().contains("orders.v1"), "{err}");
         let source = std::error::Error::source(&err).expect("has a source").to_string();
         assert!(source.contains("invalid type"), "{source}");
@@ -170,9 +157,6 @@ mod tests {
     fn content_types_parse_with_parameters() {
         assert_eq!(Codec::from_content_type("application/json; charset=utf-8").ok(), Some(Codec::Json));
         assert_eq!(Codec::from_content_type("application/msgpack").ok(), Some(Codec::MessagePack));
-        assert!(matches!(
-            Codec::from_content_type("text/plain"),
-            Err(CodecError::UnknownContentType(_))
-        ));
+        assert!(matches!(Codec::from_content_type("text/plain"), Err(CodecError::UnknownContentType(_))));
     }
 }

@@ -33,7 +33,8 @@ impl MessageId {
     /// lock (uuid's `now_v7` takes one to order ids within a millisecond) and
     /// a thread-local generator for the random bits.
     fn at(now: SystemTime) -> Self {
-        let millis = now.duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        let millis =
+            now.duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
         let random = fastrand::u128(..).to_le_bytes();
         let mut counter = [0_u8; 10];
         counter.copy_from_slice(&random[..10]);
@@ -112,11 +113,7 @@ impl Metadata {
     /// Metadata for a message produced while handling `self`: same
     /// correlation id, caused by `self`.
     pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Self {
-        Metadata {
-            correlation_id: self.correlation_id,
-            causation_id: Some(self.id),
-            ..Metadata::root(name)
-        }
+        Metadata { correlation_id: self.correlation_id, causation_id: Some(self.id), ..Metadata::root(name) }
     }
 }
 
@@ -162,10 +159,7 @@ impl Envelope {
     /// [`CodecError::Decode`] when the body is not a valid `M`.
     pub fn decode<M: Message + DeserializeOwned>(&self) -> Result<M, CodecError> {
         if self.meta.name != M::NAME {
-            return Err(CodecError::NameMismatch {
-                expected: M::NAME.to_owned(),
-                found: self.meta.name.to_string(),
-            });
+            return Err(CodecError::NameMismatch { expected: M::NAME.to_owned(), found: self.meta.name.to_string() });
         }
         self.codec.decode(M::NAME, &self.payload)
     }

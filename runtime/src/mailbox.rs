@@ -170,10 +170,7 @@ impl<J: Send + 'static> Mailbox<J> {
     /// A read-only view of the depth, for the metrics registry. It holds no
     /// job, so it keeps nothing alive.
     pub fn depth_gauge(&self) -> DepthGauge {
-        DepthGauge {
-            slots: Arc::clone(&self.inner.slots),
-            capacity: self.inner.capacity,
-        }
+        DepthGauge { slots: Arc::clone(&self.inner.slots), capacity: self.inner.capacity }
     }
 
     /// Refuses new jobs from now on. Jobs already queued stay and can still
@@ -206,10 +203,7 @@ impl<J: Send + 'static> Mailbox<J> {
     /// The receiving end, for one actor incarnation. Waits while an earlier
     /// incarnation still holds it (it is released when that one dies).
     pub async fn receiver(&self) -> MailboxReceiver<J> {
-        MailboxReceiver {
-            rx: Arc::clone(&self.inner.rx).lock_owned().await,
-            stop: self.inner.stop.clone(),
-        }
+        MailboxReceiver { rx: Arc::clone(&self.inner.rx).lock_owned().await, stop: self.inner.stop.clone() }
     }
 
     /// Removes and returns every job still queued, for the owner to fail

@@ -18,8 +18,7 @@ impl StateMap {
 
     /// Stores `value`, replacing any earlier value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.values
-            .insert(TypeId::of::<T>(), (type_name::<T>(), Box::new(value)));
+        self.values.insert(TypeId::of::<T>(), (type_name::<T>(), Box::new(value)));
     }
 
     /// The value of type `T`.

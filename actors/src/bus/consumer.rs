@@ -31,8 +31,8 @@ use hexeract_runtime::ports::wire::{
 use hexeract_runtime::supervision::{ActorLoop, Backoff};
 use tokio_util::sync::CancellationToken;
 
-use super::routes::{BusRoute, DeliveryError};
 use super::Publisher;
+use super::routes::{BusRoute, DeliveryError};
 use crate::error::error_chain;
 use crate::mediator::Mediator;
 
@@ -146,7 +146,8 @@ impl QueueConsumer {
             Ok(()) => Verdict::Ack(Outcome::Ok),
             Err(DeliveryError::Undecodable(error)) => self.dead_letter(&delivery, &error_chain(&error)).await,
             Err(DeliveryError::Handler(error)) if attempt >= self.config.max_attempts => {
-                self.dead_letter(&delivery, &format!("failed {attempt} times; last error: {}", error_chain(&error))).await
+                self.dead_letter(&delivery, &format!("failed {attempt} times; last error: {}", error_chain(&error)))
+                    .await
             }
             Err(DeliveryError::Handler(error)) => {
                 tracing::warn!(queue = %self.queue, attempt, error = %error_chain(&error), "delivery failed; retrying after backoff");
@@ -181,7 +182,8 @@ impl QueueConsumer {
         message.headers.insert(DEAD_LETTER_REASON.into(), reason.to_owned());
         message.headers.insert(ORIGINAL_QUEUE.into(), self.queue.clone());
         remember_origin(&mut message, delivery);
-        let outgoing = Outgoing { destination: Destination::Queue(dead_letter_queue(&self.queue)), message, delay: None };
+        let outgoing =
+            Outgoing { destination: Destination::Queue(dead_letter_queue(&self.queue)), message, delay: None };
         match self.publisher.publish(outgoing).await {
             Ok(()) => Verdict::Ack(Outcome::DeadLettered),
             Err(error) => {
@@ -250,7 +252,11 @@ fn remember_origin(message: &mut WireMessage, delivery: &Delivery) {
     message.headers.entry(ORIGINAL_ROUTING_KEY.into()).or_insert_with(|| delivery.routing_key.clone());
 }
 
-async fn settle(subscription: &dyn hexeract_runtime::ports::transport::Subscription, tag: DeliveryTag, verdict: Verdict) {
+async fn settle(
+    subscription: &dyn hexeract_runtime::ports::transport::Subscription,
+    tag: DeliveryTag,
+    verdict: Verdict,
+) {
     let result = match verdict {
         Verdict::Ack(_) => subscription.ack(tag).await,
         Verdict::Requeue => {

@@ -112,10 +112,11 @@ impl PublisherLoop {
 
     async fn confirm(&self, request: PublishRequest, slot: Slot) {
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.config.confirm_timeout, self.transport.publish(request.outgoing)).await {
-            Ok(result) => result,
-            Err(_) => Err(PublishError::Timeout(self.config.confirm_timeout)),
-        };
+        let result =
+            match tokio::time::timeout(self.config.confirm_timeout, self.transport.publish(request.outgoing)).await {
+                Ok(result) => result,
+                Err(_) => Err(PublishError::Timeout(self.config.confirm_timeout)),
+            };
         let outcome = if result.is_ok() { Outcome::Ok } else { Outcome::Error };
         self.metrics.record(outcome, started.elapsed());
         let _ = request.reply.send(result);

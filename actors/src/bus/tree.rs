@@ -61,7 +61,12 @@ impl BusTree {
     /// # Errors
     /// [`StartError`] when the topology cannot be declared or an actor does
     /// not start.
-    pub(crate) async fn start(config: BusConfig, routes: BusRoutes, mediator: Mediator, metrics: &MetricsRegistry) -> Result<Self, StartError> {
+    pub(crate) async fn start(
+        config: BusConfig,
+        routes: BusRoutes,
+        mediator: Mediator,
+        metrics: &MetricsRegistry,
+    ) -> Result<Self, StartError> {
         config.relay.validate().map_err(StartError::Config)?;
         let exchange = config.relay.exchange.clone();
         let mut topology = Topology {
@@ -72,10 +77,18 @@ impl BusTree {
             topology.queues.push(QueueSpec::durable(queue.clone()));
             topology.queues.push(QueueSpec::durable(dead_letter_queue(queue)));
             for name in names.keys() {
-                topology.bindings.push(Binding { exchange: exchange.clone(), queue: queue.clone(), routing_key: (*name).to_owned() });
+                topology.bindings.push(Binding {
+                    exchange: exchange.clone(),
+                    queue: queue.clone(),
+                    routing_key: (*name).to_owned(),
+                });
             }
         }
-        config.transport.declare(&topology).await.map_err(|error| StartError::Spawn(format!("declaring the bus topology: {error}")))?;
+        config
+            .transport
+            .declare(&topology)
+            .await
+            .map_err(|error| StartError::Spawn(format!("declaring the bus topology: {error}")))?;
 
         let publisher_supervisor = Supervisor::start(config.restart, Arc::clone(&config.on_escalate))
             .await
@@ -85,11 +98,17 @@ impl BusTree {
             .map_err(|error| StartError::Spawn(format!("bus supervisor: {error}")))?;
 
         // Room for two windows: one in flight, one waiting.
-        let capacity = NonZeroUsize::new(config.publisher.window.get().saturating_mul(2)).unwrap_or(config.publisher.window);
+        let capacity =
+            NonZeroUsize::new(config.publisher.window.get().saturating_mul(2)).unwrap_or(config.publisher.window);
         let mailbox = Mailbox::new(capacity);
         let publisher_metrics = metrics.register("bus/publisher", Some(mailbox.depth_gauge()));
-        let (body, publisher) =
-            PublisherLoop::new("bus/publisher".into(), Arc::clone(&publisher_metrics), mailbox, Arc::clone(&config.transport), config.publisher);
+        let (body, publisher) = PublisherLoop::new(
+            "bus/publisher".into(),
+            Arc::clone(&publisher_metrics),
+            mailbox,
+            Arc::clone(&config.transport),
+            config.publisher,
+        );
         publisher_supervisor.start_child(Arc::new(LoopChild::new(Arc::new(body)))).await.map_err(StartError::Spawn)?;
 
         let mut intake = Vec::new();
@@ -115,7 +134,14 @@ impl BusTree {
             let path = format!("outbox/{}", store.table());
             let actor_metrics = metrics.register(path.clone(), None);
             let stop = CancellationToken::new();
-            let body = OutboxPoller::new(path.clone(), Arc::clone(&actor_metrics), store, publisher.clone(), config.relay.clone(), stop.clone());
+            let body = OutboxPoller::new(
+                path.clone(),
+                Arc::clone(&actor_metrics),
+                store,
+                publisher.clone(),
+                config.relay.clone(),
+                stop.clone(),
+            );
             intake_supervisor.start_child(Arc::new(LoopChild::new(Arc::new(body)))).await.map_err(StartError::Spawn)?;
             intake.push(Intake { path, stop, metrics: actor_metrics });
         }
@@ -140,7 +166,11 @@ impl BusTree {
         self.intake
             .iter()
             .zip(before)
-            .map(|(actor, before)| ActorShutdown { path: actor.path.clone(), drained: handled(&actor.metrics) - before, abandoned: 0 })
+            .map(|(actor, before)| ActorShutdown {
+                path: actor.path.clone(),
+                drained: handled(&actor.metrics) - before,
+                abandoned: 0,
+            })
             .collect()
     }
 
@@ -162,7 +192,10 @@ impl BusTree {
 }
 
 fn handled(metrics: &ActorMetrics) -> u64 {
-    [Outcome::Ok, Outcome::Error, Outcome::DeadLettered, Outcome::Duplicate].into_iter().map(|o| metrics.handled(o)).sum()
+    [Outcome::Ok, Outcome::Error, Outcome::DeadLettered, Outcome::Duplicate]
+        .into_iter()
+        .map(|o| metrics.handled(o))
+        .sum()
 }
 
 fn grace(deadline: Instant) -> Duration {

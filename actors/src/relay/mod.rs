@@ -4,5 +4,5 @@
 
 mod poller;
 
-pub use poller::RelayConfig;
 pub(crate) use poller::OutboxPoller;
+pub use poller::RelayConfig;

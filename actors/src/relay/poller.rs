@@ -143,7 +143,10 @@ pub(crate) struct OutboxPoller {
 /// What became of one claimed row.
 enum RowEnd {
     Sent(MessageId),
-    Failed { record: OutboxRecord, error: String },
+    Failed {
+        record: OutboxRecord,
+        error: String,
+    },
     /// Not published (shutdown, or an earlier row of its key failed).
     Released(MessageId),
 }
@@ -176,8 +179,11 @@ impl OutboxPoller {
                 None => groups.push(vec![row]),
             }
         }
-        let ends: Vec<RowEnd> =
-            futures::future::join_all(groups.into_iter().map(|group| self.publish_in_order(group))).await.into_iter().flatten().collect();
+        let ends: Vec<RowEnd> = futures::future::join_all(groups.into_iter().map(|group| self.publish_in_order(group)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
 
         let mut sent = Vec::new();
         let mut released = Vec::new();
@@ -191,7 +197,11 @@ impl OutboxPoller {
         if !sent.is_empty() {
             let held = self.store.mark_sent(owner, &sent).await?;
             if held < sent.len() as u64 {
-                tracing::warn!(table = self.store.table(), lost_leases = sent.len() as u64 - held, "some rows were reclaimed by another poller before their confirm was recorded; they will be relayed again");
+                tracing::warn!(
+                    table = self.store.table(),
+                    lost_leases = sent.len() as u64 - held,
+                    "some rows were reclaimed by another poller before their confirm was recorded; they will be relayed again"
+                );
             }
         }
         if !released.is_empty() {
@@ -236,7 +246,9 @@ impl OutboxPoller {
         };
         match tokio::time::timeout(self.config.dispatch_timeout, self.publisher.publish(outgoing)).await {
             Ok(result) => result,
-            Err(_) => Err(BusError::Publish(hexeract_runtime::ports::transport::PublishError::Timeout(self.config.dispatch_timeout))),
+            Err(_) => Err(BusError::Publish(hexeract_runtime::ports::transport::PublishError::Timeout(
+                self.config.dispatch_timeout,
+            ))),
         }
     }
 
@@ -300,8 +312,12 @@ impl ActorLoop for OutboxPoller {
                         let delay = error_backoff.ceiling(consecutive_errors);
                         consecutive_errors = consecutive_errors.saturating_add(1);
                         match &error {
-                            StoreError::Unavailable { .. } => tracing::warn!(table = self.store.table(), %error, ?delay, "outbox database unavailable"),
-                            _ => tracing::error!(table = self.store.table(), error = %error, ?delay, "outbox relay turn failed"),
+                            StoreError::Unavailable { .. } => {
+                                tracing::warn!(table = self.store.table(), %error, ?delay, "outbox database unavailable")
+                            }
+                            _ => {
+                                tracing::error!(table = self.store.table(), error = %error, ?delay, "outbox relay turn failed")
+                            }
                         }
                         // A plain sleep: wake-ups from saves must not cut an
                         // error backoff short and turn it into a hot loop.

@@ -64,14 +64,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 6] = [
-        Outcome::Ok,
-        Outcome::Error,
-        Outcome::Panic,
-        Outcome::Timeout,
-        Outcome::DeadLettered,
-        Outcome::Duplicate,
-    ];
+    pub(crate) const ALL: [Outcome; 6] =
+        [Outcome::Ok, Outcome::Error, Outcome::Panic, Outcome::Timeout, Outcome::DeadLettered, Outcome::Duplicate];
 
     /// The label used in tables and exports.
     pub fn as_str(self) -> &'static str {

@@ -106,10 +106,7 @@ impl MetricsRegistry {
         for sample in self.inner.pending.try_iter().take(SAMPLE_QUEUE) {
             record_sample(&mut histograms, &sample);
         }
-        let snapshots = actors
-            .iter()
-            .map(|actor| actor.snapshot(histograms.get(actor.id)))
-            .collect();
+        let snapshots = actors.iter().map(|actor| actor.snapshot(histograms.get(actor.id))).collect();
         MetricsSnapshot::from_actors(snapshots, self.inner.dropped.load(Ordering::Relaxed))
     }
 }

@@ -99,12 +99,7 @@ impl Latency {
 
 impl MetricsSnapshot {
     pub(crate) fn from_actors(actors: Vec<ActorSnapshot>, dropped_samples: u64) -> Self {
-        let mut root = TreeNode {
-            name: String::new(),
-            path: String::new(),
-            actor: None,
-            children: Vec::new(),
-        };
+        let mut root = TreeNode { name: String::new(), path: String::new(), actor: None, children: Vec::new() };
         for actor in actors {
             root.insert(actor);
         }
@@ -206,9 +201,8 @@ fn duration(nanos: u64, count: u64) -> String {
 /// An aligned table, one row per node, indented by depth in the tree.
 impl fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HEADER: [&str; 11] = [
-            "actor", "status", "depth", "ok", "error", "panic", "timeout", "p50", "p99", "max", "restarts",
-        ];
+        const HEADER: [&str; 11] =
+            ["actor", "status", "depth", "ok", "error", "panic", "timeout", "p50", "p99", "max", "restarts"];
         let mut rows = Vec::new();
         self.root.rows(0, &mut rows);
         let mut widths = HEADER.map(str::len);
@@ -261,7 +255,11 @@ mod tests {
     #[test]
     fn paths_become_a_tree_and_an_aligned_table() {
         let snapshot = MetricsSnapshot::from_actors(
-            vec![actor("mediator/place_order/0", 7), actor("mediator/place_order/1", 12345), actor("mediator/audit", 3)],
+            vec![
+                actor("mediator/place_order/0", 7),
+                actor("mediator/place_order/1", 12345),
+                actor("mediator/audit", 3),
+            ],
             0,
         );
         let mediator = &snapshot.root.children[0];

@@ -101,7 +101,12 @@ pub trait OutboxStore: Send + Sync + 'static {
 
     /// Leases up to `limit` due rows to `owner` until database-now + `lease`,
     /// counting one attempt for each, oldest first.
-    fn claim(&self, owner: LeaseOwner, limit: NonZeroU32, lease: Duration) -> BoxFuture<'_, Result<Vec<OutboxRecord>, StoreError>>;
+    fn claim(
+        &self,
+        owner: LeaseOwner,
+        limit: NonZeroU32,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<OutboxRecord>, StoreError>>;
 
     /// Marks rows relayed (deleted, or kept as `sent` for retention). Returns
     /// how many rows `owner` still held.
@@ -110,11 +115,22 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Records a failed attempt: the row becomes due again at database-now +
     /// `retry_after`, with `error` as its last error. Returns whether `owner`
     /// still held it.
-    fn mark_failed<'a>(&'a self, owner: LeaseOwner, id: MessageId, error: &'a str, retry_after: Duration) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn mark_failed<'a>(
+        &'a self,
+        owner: LeaseOwner,
+        id: MessageId,
+        error: &'a str,
+        retry_after: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Marks a row dead with its last error; it is never claimed again
     /// (until replayed by an operator). Returns whether `owner` still held it.
-    fn mark_dead<'a>(&'a self, owner: LeaseOwner, id: MessageId, error: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    fn mark_dead<'a>(
+        &'a self,
+        owner: LeaseOwner,
+        id: MessageId,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Gives leased rows back unchanged except for their attempt count being
     /// restored (shutdown: claimed but never dispatched). Returns how many.

@@ -124,7 +124,13 @@ pub struct QueueSpec {
 impl QueueSpec {
     /// A durable, unbounded queue.
     pub fn durable(name: impl Into<String>) -> Self {
-        QueueSpec { name: name.into(), durable: true, max_length: None, overflow: Overflow::default(), dead_letter: None }
+        QueueSpec {
+            name: name.into(),
+            durable: true,
+            max_length: None,
+            overflow: Overflow::default(),
+            dead_letter: None,
+        }
     }
 }
 
@@ -233,7 +239,11 @@ pub trait Transport: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`TransportError::NotFound`] when the queue does not exist.
-    fn consume<'a>(&'a self, queue: &'a str, prefetch: NonZeroU16) -> BoxFuture<'a, Result<Box<dyn Subscription>, TransportError>>;
+    fn consume<'a>(
+        &'a self,
+        queue: &'a str,
+        prefetch: NonZeroU16,
+    ) -> BoxFuture<'a, Result<Box<dyn Subscription>, TransportError>>;
 }
 
 /// Why a publish was not confirmed. The caller (an outbox relay, a retry)

@@ -128,15 +128,20 @@ impl WireMessage {
             None => 1,
             Some(text) => match text.trim().parse::<u32>() {
                 Ok(attempt) if (1..=MAX_WIRE_ATTEMPT).contains(&attempt) => attempt,
-                _ => return Err(WireError::Invalid { field: ATTEMPT, reason: format!("`{text}` is not in 1..={MAX_WIRE_ATTEMPT}") }),
+                _ => {
+                    return Err(WireError::Invalid {
+                        field: ATTEMPT,
+                        reason: format!("`{text}` is not in 1..={MAX_WIRE_ATTEMPT}"),
+                    });
+                }
             },
         };
         let timestamp = match (headers.remove(TIMESTAMP_MS), self.timestamp) {
             (Some(millis), _) => {
-                let millis: i128 = millis
-                    .trim()
-                    .parse()
-                    .map_err(|_| WireError::Invalid { field: TIMESTAMP_MS, reason: format!("`{millis}` is not a number") })?;
+                let millis: i128 = millis.trim().parse().map_err(|_| WireError::Invalid {
+                    field: TIMESTAMP_MS,
+                    reason: format!("`{millis}` is not a number"),
+                })?;
                 OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
                     .map_err(|error| WireError::Invalid { field: TIMESTAMP_MS, reason: error.to_string() })?
             }
@@ -155,9 +160,7 @@ impl WireMessage {
 }
 
 fn parse_id(field: &'static str, text: &str) -> Result<MessageId, WireError> {
-    Uuid::parse_str(text.trim())
-        .map(MessageId)
-        .map_err(|error| WireError::Invalid { field, reason: error.to_string() })
+    Uuid::parse_str(text.trim()).map(MessageId).map_err(|error| WireError::Invalid { field, reason: error.to_string() })
 }
 
 #[cfg(test)]

@@ -51,8 +51,7 @@ impl<L: ActorLoop> Child for LoopChild<L> {
 
     fn spawn(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<ActorCell, SpawnErr>> {
         Box::pin(async move {
-            let (actor, _join) =
-                Actor::spawn_linked(None, LoopActor(Arc::clone(&self.body)), (), supervisor).await?;
+            let (actor, _join) = Actor::spawn_linked(None, LoopActor(Arc::clone(&self.body)), (), supervisor).await?;
             Ok(actor.get_cell())
         })
     }

@@ -52,10 +52,7 @@ impl Default for Backoff {
     /// 50 ms growing to 5 s: quick enough that a one-off panic costs little,
     /// slow enough that a crash loop does not burn a core.
     fn default() -> Self {
-        Backoff {
-            base: Duration::from_millis(50),
-            cap: Duration::from_secs(5),
-        }
+        Backoff { base: Duration::from_millis(50), cap: Duration::from_secs(5) }
     }
 }
 
@@ -71,11 +68,7 @@ impl Default for RestartPolicy {
     /// The default [`Backoff`]; at most 10 restarts in 60 s, after which the
     /// child is given up on and the failure escalated.
     fn default() -> Self {
-        RestartPolicy {
-            backoff: Backoff::default(),
-            max_restarts: 10,
-            window: Duration::from_secs(60),
-        }
+        RestartPolicy { backoff: Backoff::default(), max_restarts: 10, window: Duration::from_secs(60) }
     }
 }
 

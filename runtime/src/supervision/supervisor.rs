@@ -117,7 +117,11 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         Ok(SupervisorState {
             policy: args.policy,
             on_escalate: args.on_escalate,
@@ -202,11 +206,7 @@ impl SupervisorState {
         let slot = &mut self.children[index];
         let now = Instant::now();
         slot.recent_failures.push_back(now);
-        while slot
-            .recent_failures
-            .front()
-            .is_some_and(|at| now.duration_since(*at) > policy.window())
-        {
+        while slot.recent_failures.front().is_some_and(|at| now.duration_since(*at) > policy.window()) {
             slot.recent_failures.pop_front();
         }
         let failures = slot.recent_failures.len();
