@@ -214,8 +214,10 @@ impl SupervisorState {
         if failures > policy.max_restarts() as usize {
             tracing::error!(actor = %path, %reason, failures, "restart intensity exceeded; giving up on actor");
             slot.given_up = true;
-            slot.child.metrics().set_status(ActorStatus::GivenUp);
+            // Close first, then say so: whoever sees `GivenUp` finds the
+            // mailbox closed.
             slot.child.give_up();
+            slot.child.metrics().set_status(ActorStatus::GivenUp);
             (self.on_escalate)(Escalation { path, reason, restarts_in_window: failures - 1 });
             return;
         }
