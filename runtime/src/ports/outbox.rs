@@ -16,9 +16,9 @@
 //!   overwrite a row another poller reclaimed after the lease expired.
 //! - **An expired lease makes the row claimable again**: nothing waits for a
 //!   process that is gone.
-//! - **Ordering keys**: a row is not claimed while an earlier row (by id,
-//!   i.e. creation order) with the same key is still pending or leased; rows
-//!   without a key have no order.
+//! - **Ordering keys**: a row is not claimed while an earlier row (in
+//!   insertion order, which the database assigns; ids do not order rows) with
+//!   the same key is still pending or leased; rows without a key have no order.
 //! - **A row that cannot be read back** as a message (corrupt headers, an
 //!   unknown content type) is marked dead with the reason during the claim
 //!   and not returned: one bad row never stops the rows behind it.

@@ -1,0 +1,141 @@
+//! Operator functions of the MySQL/MariaDB outbox: schema check, dead
+//! rows, purges, the claim's query plan. The CLI builds on them.
+
+use std::time::Duration;
+
+use hexeract_runtime::MessageId;
+use hexeract_runtime::ports::outbox::StoreError;
+use sqlx::mysql::MySqlRow;
+use sqlx::{AssertSqlSafe, Row};
+use time::PrimitiveDateTime;
+
+use super::outbox::MySqlOutbox;
+use super::store_error;
+use crate::DeadRow;
+#[cfg(doc)]
+use crate::SentRetention;
+use crate::common::{ID_CHUNK, durations};
+
+impl MySqlOutbox {
+    /// Checks that the table exists with every column the store uses.
+    ///
+    /// # Errors
+    /// [`StoreError::MissingTable`] when it does not exist (run
+    /// [`migrate`](super::migrate)), [`StoreError::Query`] when a column is
+    /// missing.
+    pub async fn verify_schema(&self) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.verify.clone()))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(store_error("checking the outbox table", &self.inner.config.table))?;
+        Ok(())
+    }
+
+    /// Deletes rows kept as `sent` ([`SentRetention::Keep`]) whose `sent_at`
+    /// is older than `older_than`, in chunks. Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for a retention over a year; otherwise the
+    /// delete's error.
+    pub async fn purge_sent(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let age = durations::micros("retention", older_than, false)?;
+        let mut total = 0;
+        loop {
+            let done = sqlx::query(AssertSqlSafe(self.inner.sql.purge_sent.clone()))
+                .bind(age)
+                .bind(ID_CHUNK as i64)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(store_error("purging sent outbox rows", &self.inner.config.table))?;
+            total += done.rows_affected();
+            if done.rows_affected() < ID_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Makes a dead row pending again with a fresh attempt count. Returns
+    /// whether the row was dead.
+    ///
+    /// # Errors
+    /// The update's error.
+    pub async fn retry_dead(&self, id: MessageId) -> Result<bool, StoreError> {
+        let done = sqlx::query(AssertSqlSafe(self.inner.sql.retry_dead.clone()))
+            .bind(id.0)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(store_error("retrying a dead outbox row", &self.inner.config.table))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Makes every dead row pending again. Returns how many.
+    ///
+    /// # Errors
+    /// The update's error.
+    pub async fn retry_all_dead(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(AssertSqlSafe(self.inner.sql.retry_all_dead.clone()))
+            .execute(&self.inner.pool)
+            .await
+            .map_err(store_error("retrying dead outbox rows", &self.inner.config.table))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The query plan of the claim's locking select (`EXPLAIN`), one line
+    /// per table access: it should use the `<table>_claim_idx` index, never
+    /// a full scan (`type=ALL`).
+    ///
+    /// # Errors
+    /// The query's error.
+    pub async fn explain_claim(&self) -> Result<String, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN {}", self.inner.sql.select_due)))
+            .bind(100_i64)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(store_error("explaining the claim", &self.inner.config.table))?;
+        let column = |row: &MySqlRow, name: &str| -> String {
+            row.try_get::<Option<String>, _>(name)
+                .ok()
+                .flatten()
+                .or_else(|| row.try_get::<Option<i64>, _>(name).ok().flatten().map(|n| n.to_string()))
+                .or_else(|| row.try_get::<Option<u64>, _>(name).ok().flatten().map(|n| n.to_string()))
+                .unwrap_or_else(|| "NULL".to_owned())
+        };
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|row| {
+                ["select_type", "table", "type", "possible_keys", "key", "rows", "Extra"]
+                    .iter()
+                    .map(|name| format!("{name}={}", column(row, name)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        Ok(lines.join("\n"))
+    }
+
+    /// The oldest `limit` dead rows, with their last error.
+    ///
+    /// # Errors
+    /// The query's error.
+    pub async fn list_dead(&self, limit: u32) -> Result<Vec<DeadRow>, StoreError> {
+        let table = &self.inner.config.table;
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_dead.clone()))
+            .bind(i64::from(limit))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(store_error("listing dead outbox rows", table))?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadRow {
+                    id: MessageId(row.try_get("id")?),
+                    name: row.try_get("name")?,
+                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                    last_error: row.try_get("last_error")?,
+                    ordering_key: row.try_get("ordering_key")?,
+                    created_at: row.try_get::<PrimitiveDateTime, _>("created_at")?.assume_utc(),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(store_error("listing dead outbox rows", table))
+    }
+}
