@@ -19,6 +19,20 @@ pub struct Context {
     pub(crate) duplicate: AtomicBool,
 }
 
+/// What the caller knows of a context: the worker adds the rest (its own
+/// handle on the mediator), so that callers on other cores never touch the
+/// mediator's reference count.
+pub(crate) struct Seed {
+    pub(crate) meta: Metadata,
+    pub(crate) cancel: Cancel,
+}
+
+impl Seed {
+    pub(crate) fn into_context(self, mediator: &Mediator) -> Context {
+        Context { meta: self.meta, cancel: self.cancel, mediator: mediator.clone(), duplicate: AtomicBool::new(false) }
+    }
+}
+
 impl Context {
     /// The message's metadata.
     pub fn meta(&self) -> &Metadata {
@@ -99,9 +113,11 @@ impl Context {
 ///
 /// A flag and a [`Notify`]: one allocation to make, and checking it is one
 /// atomic load. (A `CancellationToken` takes a lock to clone, to drop and to
-/// check, and one dispatch needs no token tree.)
+/// check, and one dispatch needs no token tree.) A dispatch that nothing on
+/// the caller's side can cancel (no active middleware, `try_send`) carries
+/// [`Cancel::never`], which allocates nothing.
 #[derive(Clone, Default)]
-pub(crate) struct Cancel(Arc<CancelState>);
+pub(crate) struct Cancel(Option<Arc<CancelState>>);
 
 #[derive(Default)]
 struct CancelState {
@@ -110,29 +126,41 @@ struct CancelState {
 }
 
 impl Cancel {
+    /// A signal the caller can fire.
     pub(crate) fn new() -> Self {
-        Self::default()
+        Cancel(Some(Arc::default()))
+    }
+
+    /// A signal nobody can fire.
+    pub(crate) fn never() -> Self {
+        Cancel(None)
     }
 
     /// Cancels; wakes everything waiting in [`Cancel::cancelled`]. Idempotent.
     pub(crate) fn cancel(&self) {
-        if !self.0.cancelled.swap(true, Ordering::AcqRel) {
-            self.0.notify.notify_waiters();
+        if let Some(state) = &self.0
+            && !state.cancelled.swap(true, Ordering::AcqRel)
+        {
+            state.notify.notify_waiters();
         }
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.0.cancelled.load(Ordering::Acquire)
+        self.0.as_ref().is_some_and(|state| state.cancelled.load(Ordering::Acquire))
     }
 
-    /// Resolves once cancelled (at once if already). Cancel safe.
+    /// Resolves once cancelled (at once if already; never for [`Cancel::never`]).
+    /// Cancel safe.
     pub(crate) async fn cancelled(&self) {
+        let Some(state) = &self.0 else {
+            return std::future::pending().await;
+        };
         loop {
-            let notified = self.0.notify.notified();
+            let notified = state.notify.notified();
             let mut notified = std::pin::pin!(notified);
             // Registered before the check: a `cancel` after the check wakes it.
             notified.as_mut().enable();
-            if self.is_cancelled() {
+            if state.cancelled.load(Ordering::Acquire) {
                 return;
             }
             notified.await;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use hexeract_runtime::{Command, Message, Metadata, Notification, Query, StateMap};
 
-use crate::context::{Cancel, Context};
+use crate::context::{Cancel, Seed};
 use crate::error::{DispatchError, HandlerFailure, PublishError, TrySendError};
 use crate::middleware::{Dispatch, Middleware, Next};
 use crate::pool::{Endpoint, Refused, Reply};
@@ -137,7 +137,7 @@ impl Mediator {
             return Err(TrySendError::Dispatch(DispatchError::ShuttingDown { message: C::NAME }));
         }
         let endpoint = self.endpoint::<C>().map_err(TrySendError::Dispatch)?;
-        let ctx = self.context(Metadata::root(C::NAME), Cancel::new());
+        let ctx = self.context(Metadata::root(C::NAME), Cancel::never());
         match endpoint.try_dispatch(command, ctx) {
             Ok(reply) => {
                 let mediator = self.clone();
@@ -158,8 +158,8 @@ impl Mediator {
             .ok_or(DispatchError::NoHandler { message: M::NAME, type_name: std::any::type_name::<M>() })
     }
 
-    fn context(&self, meta: Metadata, cancel: Cancel) -> Context {
-        Context { meta, cancel, mediator: self.clone(), duplicate: AtomicBool::new(false) }
+    fn context(&self, meta: Metadata, cancel: Cancel) -> Seed {
+        Seed { meta, cancel }
     }
 
     fn closed_error<M: Message>(&self, handler: &'static str) -> DispatchError {
@@ -187,7 +187,7 @@ impl Mediator {
         &self,
         endpoint: &dyn Endpoint<M>,
         message: M,
-        ctx: Context,
+        ctx: Seed,
     ) -> Result<Reply<M>, DispatchError> {
         let refused = match endpoint.try_dispatch(message, ctx) {
             Ok(reply) => return Ok(reply),
@@ -250,13 +250,15 @@ impl Mediator {
         message: M,
         meta: Metadata,
     ) -> Result<M::Output, DispatchError> {
-        let dispatch = Dispatch { meta, kind: M::KIND, cancel: Cancel::new() };
-        let ctx = self.context(dispatch.meta.clone(), dispatch.cancel.clone());
         if !self.inner.middleware.iter().any(|m| m.is_active()) {
-            // Nothing to wrap: no chain, no boxed future.
+            // Nothing to wrap: no chain, no boxed future, no second copy of
+            // the metadata, nothing on this side that could cancel.
+            let ctx = self.context(meta, Cancel::never());
             let reply = self.enqueue(endpoint, message, ctx).await?;
             return self.await_reply::<M>(reply, endpoint.handler()).await;
         }
+        let dispatch = Dispatch { meta, kind: M::KIND, cancel: Cancel::new() };
+        let ctx = self.context(dispatch.meta.clone(), dispatch.cancel.clone());
         let mut output = None;
         let result = {
             let slot = &mut output;

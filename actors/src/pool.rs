@@ -7,7 +7,7 @@ use hexeract_runtime::mailbox::{Mailbox, TrySendError};
 use hexeract_runtime::{BoxFuture, Message};
 use tokio::sync::oneshot;
 
-use crate::context::Context;
+use crate::context::Seed;
 use crate::error::DispatchError;
 use crate::handler::Handles;
 use crate::router::Router;
@@ -44,7 +44,7 @@ pub(crate) type Reply<M> = oneshot::Receiver<Result<<M as Message>::Output, Disp
 
 /// Why a message was not queued; it is handed back with its context.
 pub(crate) enum Refused<M> {
-    Full { message: M, ctx: Context, capacity: usize },
+    Full { message: M, ctx: Seed, capacity: usize },
     Closed,
 }
 
@@ -56,10 +56,10 @@ pub(crate) trait Endpoint<M: Message>: Send + Sync {
     /// Queues the message if its worker has room now.
     // The large `Err` hands the message back without a box: it is the slow path.
     #[allow(clippy::result_large_err)]
-    fn try_dispatch(&self, message: M, ctx: Context) -> Result<Reply<M>, Refused<M>>;
+    fn try_dispatch(&self, message: M, ctx: Seed) -> Result<Reply<M>, Refused<M>>;
 
     /// Queues the message, waiting for room.
-    fn dispatch(&self, message: M, ctx: Context) -> BoxFuture<'_, Result<Reply<M>, Refused<M>>>;
+    fn dispatch(&self, message: M, ctx: Seed) -> BoxFuture<'_, Result<Reply<M>, Refused<M>>>;
 }
 
 impl<S, M> Endpoint<M> for Pool<S>
@@ -71,7 +71,7 @@ where
         self.handler
     }
 
-    fn try_dispatch(&self, message: M, ctx: Context) -> Result<Reply<M>, Refused<M>> {
+    fn try_dispatch(&self, message: M, ctx: Seed) -> Result<Reply<M>, Refused<M>> {
         let mailbox = self.pick(message.routing_key());
         match mailbox.try_reserve() {
             Ok(reservation) => {
@@ -84,7 +84,7 @@ where
         }
     }
 
-    fn dispatch(&self, message: M, ctx: Context) -> BoxFuture<'_, Result<Reply<M>, Refused<M>>> {
+    fn dispatch(&self, message: M, ctx: Seed) -> BoxFuture<'_, Result<Reply<M>, Refused<M>>> {
         Box::pin(async move {
             let mailbox = self.pick(message.routing_key());
             let reservation = mailbox.reserve().await.map_err(|_| Refused::Closed)?;

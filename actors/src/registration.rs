@@ -122,6 +122,7 @@ async fn spawn_pool<S: HandlerActor>(
             metrics,
             stop: mailbox.stop_token().clone(),
             abandoned: AtomicU64::new(0),
+            mediator: std::sync::OnceLock::new(),
         });
         let child = Arc::new(WorkerChild { mailbox: mailbox.clone(), factory: Arc::clone(&factory), info });
         args.supervisor.start_child(Arc::clone(&child) as _).await?;

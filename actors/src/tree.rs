@@ -111,6 +111,9 @@ impl MediatorTree {
             }
         }
         let mediator = Mediator::new(router, Arc::new(config.state), config.middleware);
+        for worker in &workers {
+            worker.attach(&mediator);
+        }
         let bus = match bus {
             Some(bus) => match BusTree::start(bus, bus_routes, mediator.clone(), metrics).await {
                 Ok(tree) => Some(tree),

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::context::{Cancel, Context};
+use crate::context::{Cancel, Seed};
 use crate::error::DispatchError;
 use crate::handler::{HandlerResult, Handles};
 
@@ -52,17 +52,21 @@ pub(crate) struct WorkerInfo {
     pub(crate) stop: CancellationToken,
     /// Jobs given up at the shutdown deadline while in progress.
     pub(crate) abandoned: AtomicU64,
+    /// Set once the mediator exists (it is built after its workers); no
+    /// message can reach a worker before.
+    pub(crate) mediator: std::sync::OnceLock<crate::mediator::Mediator>,
 }
 
 /// Wraps one message into a job for an actor of state `S`.
-pub(crate) fn job<S, M>(message: M, ctx: Context, reply: oneshot::Sender<Result<M::Output, DispatchError>>) -> Job<S>
+pub(crate) fn job<S, M>(message: M, ctx: Seed, reply: oneshot::Sender<Result<M::Output, DispatchError>>) -> Job<S>
 where
     S: Handles<M>,
     M: Message,
 {
     // The caller's span (the dispatch span of the tracing middleware) becomes
     // the parent of the handler's span, across the hop to the actor's task.
-    let parent = tracing::Span::current();
+    let parent =
+        if tracing::span_enabled!(tracing::Level::INFO) { tracing::Span::current() } else { tracing::Span::none() };
     Box::new(move |state: &mut S, worker: &WorkerInfo, slot: Slot| {
         Box::pin(run::<S, M>(state, worker, slot, message, ctx, reply, parent))
     })
@@ -80,7 +84,7 @@ async fn run<S, M>(
     worker: &WorkerInfo,
     slot: Slot,
     message: M,
-    ctx: Context,
+    seed: Seed,
     reply: oneshot::Sender<Result<M::Output, DispatchError>>,
     parent: tracing::Span,
 ) -> JobEnd
@@ -89,6 +93,11 @@ where
     M: Message,
 {
     let started = Stopwatch::start();
+    let Some(mediator) = worker.mediator.get() else {
+        let _ = reply.send(Err(DispatchError::HandlerStopped { handler: worker.handler, message: M::NAME }));
+        return JobEnd::Continue;
+    };
+    let ctx = seed.into_context(mediator);
     if ctx.cancel.is_cancelled() {
         // The caller's timeout fired while the message was queued: it has its
         // answer already, and the work must not start.
@@ -308,9 +317,15 @@ pub(crate) trait WorkerControl: Send + Sync {
     /// `ShuttingDown`) and returns how many that was.
     fn take_remaining(&self) -> u64;
     fn abandoned_in_progress(&self) -> u64;
+    /// Gives the worker its handle on the mediator, once that exists.
+    fn attach(&self, mediator: &crate::mediator::Mediator);
 }
 
 impl<S: Send + 'static> WorkerControl for WorkerChild<S> {
+    fn attach(&self, mediator: &crate::mediator::Mediator) {
+        let _ = self.info.mediator.set(mediator.clone());
+    }
+
     fn path(&self) -> &str {
         &self.info.path
     }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{Codec, CodecError, Message};
@@ -83,9 +82,9 @@ pub struct Metadata {
     pub causation_id: Option<MessageId>,
     /// The message's wire name (see [`Message::NAME`]).
     pub name: Cow<'static, str>,
-    /// When the message was created.
-    #[serde(with = "time::serde::rfc3339")]
-    pub timestamp: OffsetDateTime,
+    /// When the message was created. Serialized as RFC 3339 text.
+    #[serde(with = "rfc3339")]
+    pub timestamp: SystemTime,
     /// Delivery attempt, starting at 1.
     pub attempt: u32,
     /// Extra headers.
@@ -104,7 +103,7 @@ impl Metadata {
             correlation_id: id,
             causation_id: None,
             name: name.into(),
-            timestamp: OffsetDateTime::from(now),
+            timestamp: now,
             attempt: 1,
             headers: Headers::new(),
         }
@@ -114,6 +113,23 @@ impl Metadata {
     /// correlation id, caused by `self`.
     pub fn child(&self, name: impl Into<Cow<'static, str>>) -> Self {
         Metadata { correlation_id: self.correlation_id, causation_id: Some(self.id), ..Metadata::root(name) }
+    }
+}
+
+/// `SystemTime` as RFC 3339 text. The conversion to a calendar date happens
+/// here, when a message is written out, not on every dispatch.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub(super) fn serialize<S: Serializer>(value: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&OffsetDateTime::from(*value), serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+        time::serde::rfc3339::deserialize(deserializer).map(SystemTime::from)
     }
 }
 

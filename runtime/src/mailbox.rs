@@ -14,8 +14,9 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::{Mutex, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// The capacity of a handler's mailbox when none is configured: large enough
@@ -38,13 +39,16 @@ struct Inner<J> {
     tx: mpsc::UnboundedSender<Item<J>>,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Item<J>>>>,
     stop: CancellationToken,
+    // Mirrors `stop` for the reader's check on every job: a load, where the
+    // token's check takes a lock.
+    stopped: Arc<AtomicBool>,
 }
 
 /// What travels through the channel: a job, or a nudge from
 /// [`Mailbox::stop_reader`] that wakes a reader waiting on an empty mailbox
 /// (cheaper than making every wait also watch the stop token).
 enum Item<J> {
-    Job(Queued<J>),
+    Job(J),
     Wake,
 }
 
@@ -69,8 +73,18 @@ impl<J> Queued<J> {
 }
 
 /// A place in a mailbox, released when dropped.
+///
+/// Senders take their place without touching the semaphore's reference
+/// count (the permit is forgotten, not owned); the reader makes the `Slot`,
+/// so the count's cache line stays with the actor that frees places.
 pub struct Slot {
-    _permit: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.add_permits(1);
+    }
 }
 
 /// Why [`Mailbox::try_send`] refused a job; the job is handed back.
@@ -100,6 +114,7 @@ impl<J: Send + 'static> Mailbox<J> {
                 tx,
                 rx: Arc::new(Mutex::new(rx)),
                 stop: CancellationToken::new(),
+                stopped: Arc::new(AtomicBool::new(false)),
             }),
         }
     }
@@ -113,8 +128,11 @@ impl<J: Send + 'static> Mailbox<J> {
     /// # Cancel safety
     /// Cancel safe: dropping the future reserves nothing.
     pub async fn reserve(&self) -> Result<Reservation<'_, J>, Closed<()>> {
-        match Arc::clone(&self.inner.slots).acquire_owned().await {
-            Ok(permit) => Ok(Reservation { mailbox: self, permit }),
+        match self.inner.slots.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                Ok(Reservation { mailbox: self, sent: false })
+            }
             Err(_closed) => Err(Closed(())),
         }
     }
@@ -124,8 +142,11 @@ impl<J: Send + 'static> Mailbox<J> {
     /// # Errors
     /// [`TrySendError::Full`] or [`TrySendError::Closed`].
     pub fn try_reserve(&self) -> Result<Reservation<'_, J>, TrySendError<()>> {
-        match Arc::clone(&self.inner.slots).try_acquire_owned() {
-            Ok(permit) => Ok(Reservation { mailbox: self, permit }),
+        match self.inner.slots.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                Ok(Reservation { mailbox: self, sent: false })
+            }
             Err(tokio::sync::TryAcquireError::NoPermits) => Err(TrySendError::Full(())),
             Err(tokio::sync::TryAcquireError::Closed) => Err(TrySendError::Closed(())),
         }
@@ -188,6 +209,7 @@ impl<J: Send + 'static> Mailbox<J> {
     /// returns `None` even if jobs remain (they are then
     /// [taken back](Mailbox::take_remaining)). Used at the shutdown deadline.
     pub fn stop_reader(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.stop.cancel();
         // Wakes a reader blocked on an empty mailbox; it then sees the token.
         // The receiver lives as long as the mailbox, so this cannot fail.
@@ -203,7 +225,11 @@ impl<J: Send + 'static> Mailbox<J> {
     /// The receiving end, for one actor incarnation. Waits while an earlier
     /// incarnation still holds it (it is released when that one dies).
     pub async fn receiver(&self) -> MailboxReceiver<J> {
-        MailboxReceiver { rx: Arc::clone(&self.inner.rx).lock_owned().await, stop: self.inner.stop.clone() }
+        MailboxReceiver {
+            rx: Arc::clone(&self.inner.rx).lock_owned().await,
+            slots: Arc::clone(&self.inner.slots),
+            stopped: Arc::clone(&self.inner.stopped),
+        }
     }
 
     /// Removes and returns every job still queued, for the owner to fail
@@ -215,10 +241,12 @@ impl<J: Send + 'static> Mailbox<J> {
         };
         let mut jobs = Vec::new();
         while let Ok(item) = rx.try_recv() {
-            if let Item::Job(queued) = item {
-                jobs.push(queued.job);
+            if let Item::Job(job) = item {
+                jobs.push(job);
             }
         }
+        // Their places are free again: the depth reads true.
+        self.inner.slots.add_permits(jobs.len());
         jobs
     }
 }
@@ -226,7 +254,15 @@ impl<J: Send + 'static> Mailbox<J> {
 /// A place held in a mailbox for one job; dropping it gives the place back.
 pub struct Reservation<'a, J> {
     mailbox: &'a Mailbox<J>,
-    permit: OwnedSemaphorePermit,
+    sent: bool,
+}
+
+impl<J> Drop for Reservation<'_, J> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.mailbox.inner.slots.add_permits(1);
+        }
+    }
 }
 
 impl<J> Reservation<'_, J> {
@@ -235,11 +271,15 @@ impl<J> Reservation<'_, J> {
     /// # Errors
     /// Hands the job back if the channel refused it, which cannot happen
     /// while the mailbox exists (it owns the receiving end too).
-    pub fn send(self, job: J) -> Result<(), J> {
-        let queued = Queued { job, slot: Slot { _permit: self.permit } };
-        match self.mailbox.inner.tx.send(Item::Job(queued)) {
-            Err(mpsc::error::SendError(Item::Job(queued))) => Err(queued.job),
-            Ok(()) | Err(mpsc::error::SendError(Item::Wake)) => Ok(()),
+    pub fn send(mut self, job: J) -> Result<(), J> {
+        match self.mailbox.inner.tx.send(Item::Job(job)) {
+            Ok(()) => {
+                // The place now belongs to the job; the reader's `Slot` frees it.
+                self.sent = true;
+                Ok(())
+            }
+            Err(mpsc::error::SendError(Item::Job(job))) => Err(job),
+            Err(mpsc::error::SendError(Item::Wake)) => Ok(()),
         }
     }
 }
@@ -266,7 +306,8 @@ impl DepthGauge {
 /// The receiving end of a [`Mailbox`], held by one actor incarnation.
 pub struct MailboxReceiver<J> {
     rx: OwnedMutexGuard<mpsc::UnboundedReceiver<Item<J>>>,
-    stop: CancellationToken,
+    slots: Arc<Semaphore>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl<J> MailboxReceiver<J> {
@@ -276,13 +317,13 @@ impl<J> MailboxReceiver<J> {
     /// Cancel safe: a job is only removed when this resolves with it.
     pub async fn recv(&mut self) -> Option<Queued<J>> {
         loop {
-            if self.stop.is_cancelled() {
+            if self.stopped.load(Ordering::SeqCst) {
                 return None;
             }
             // `stop_reader` sends a `Wake` after cancelling, so a reader
             // waiting here on an empty mailbox always gets to the check above.
             match self.rx.recv().await? {
-                Item::Job(queued) => return Some(queued),
+                Item::Job(job) => return Some(Queued { job, slot: Slot { slots: Arc::clone(&self.slots) } }),
                 Item::Wake => {}
             }
         }

@@ -10,8 +10,6 @@ use super::ActorStatus;
 pub struct MetricsSnapshot {
     /// The root of the tree; its children are the subsystems (`mediator`...).
     pub root: TreeNode,
-    /// Latency samples dropped because the reporter fell behind.
-    pub dropped_samples: u64,
 }
 
 /// A node of the supervision tree: an actor, a group of actors, or both.
@@ -98,12 +96,12 @@ impl Latency {
 }
 
 impl MetricsSnapshot {
-    pub(crate) fn from_actors(actors: Vec<ActorSnapshot>, dropped_samples: u64) -> Self {
+    pub(crate) fn from_actors(actors: Vec<ActorSnapshot>) -> Self {
         let mut root = TreeNode { name: String::new(), path: String::new(), actor: None, children: Vec::new() };
         for actor in actors {
             root.insert(actor);
         }
-        MetricsSnapshot { root, dropped_samples }
+        MetricsSnapshot { root }
     }
 
     /// The actor at `path`, if there is one.
@@ -228,9 +226,6 @@ impl fmt::Display for MetricsSnapshot {
             let cells: Vec<&str> = row.iter().map(String::as_str).collect();
             line(&cells);
         }
-        if self.dropped_samples > 0 {
-            let _ = writeln!(out, "({} latency samples dropped)", self.dropped_samples);
-        }
         let trimmed: Vec<&str> = out.lines().map(str::trim_end).collect();
         writeln!(f, "{}", trimmed.join("\n"))
     }
@@ -254,14 +249,11 @@ mod tests {
 
     #[test]
     fn paths_become_a_tree_and_an_aligned_table() {
-        let snapshot = MetricsSnapshot::from_actors(
-            vec![
-                actor("mediator/place_order/0", 7),
-                actor("mediator/place_order/1", 12345),
-                actor("mediator/audit", 3),
-            ],
-            0,
-        );
+        let snapshot = MetricsSnapshot::from_actors(vec![
+            actor("mediator/place_order/0", 7),
+            actor("mediator/place_order/1", 12345),
+            actor("mediator/audit", 3),
+        ]);
         let mediator = &snapshot.root.children[0];
         assert_eq!(mediator.name, "mediator");
         assert_eq!(mediator.children.len(), 2);

@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use time::OffsetDateTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
 use crate::{Codec, CodecError, Envelope, Headers, MessageId, Metadata};
@@ -89,14 +89,15 @@ impl WireMessage {
             headers.insert(CAUSATION_ID.into(), causation.to_string());
         }
         headers.insert(ATTEMPT.into(), meta.attempt.to_string());
-        let millis = meta.timestamp.unix_timestamp_nanos() / 1_000_000;
+        let since_epoch = meta.timestamp.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let millis = since_epoch.as_millis();
         headers.insert(TIMESTAMP_MS.into(), millis.to_string());
         WireMessage {
             message_id: Some(meta.id.to_string()),
             correlation_id: Some(meta.correlation_id.to_string()),
             kind: Some(meta.name.to_string()),
             content_type: Some(envelope.codec.content_type().to_owned()),
-            timestamp: u64::try_from(meta.timestamp.unix_timestamp()).ok(),
+            timestamp: Some(since_epoch.as_secs()),
             headers,
             body: envelope.payload.clone(),
         }
@@ -138,18 +139,18 @@ impl WireMessage {
         };
         let timestamp = match (headers.remove(TIMESTAMP_MS), self.timestamp) {
             (Some(millis), _) => {
-                let millis: i128 = millis.trim().parse().map_err(|_| WireError::Invalid {
+                let parsed: u64 = millis.trim().parse().map_err(|_| WireError::Invalid {
                     field: TIMESTAMP_MS,
-                    reason: format!("`{millis}` is not a number"),
+                    reason: format!("`{millis}` is not a number of milliseconds since 1970"),
                 })?;
-                OffsetDateTime::from_unix_timestamp_nanos(millis * 1_000_000)
-                    .map_err(|error| WireError::Invalid { field: TIMESTAMP_MS, reason: error.to_string() })?
+                UNIX_EPOCH
+                    .checked_add(Duration::from_millis(parsed))
+                    .ok_or(WireError::Invalid { field: TIMESTAMP_MS, reason: format!("{parsed} is out of range") })?
             }
-            (None, Some(seconds)) => i64::try_from(seconds)
-                .ok()
-                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            (None, Some(seconds)) => UNIX_EPOCH
+                .checked_add(Duration::from_secs(seconds))
                 .ok_or(WireError::Invalid { field: "timestamp", reason: format!("{seconds} is out of range") })?,
-            (None, None) => OffsetDateTime::now_utc(),
+            (None, None) => SystemTime::now(),
         };
         Ok(Envelope {
             meta: Metadata { id, correlation_id, causation_id, name: Cow::Owned(name), timestamp, attempt, headers },
@@ -183,7 +184,8 @@ mod tests {
         assert_eq!(back.meta.causation_id, Some(parent.id));
         assert_eq!(back.meta.attempt, 3);
         assert_eq!(back.meta.headers.get("tenant").map(String::as_str), Some("acme"));
-        assert_eq!(back.meta.timestamp.unix_timestamp(), envelope.meta.timestamp.unix_timestamp());
+        let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).expect("after 1970").as_millis();
+        assert_eq!(millis(back.meta.timestamp), millis(envelope.meta.timestamp));
         assert_eq!((back.codec, back.payload), (Codec::MessagePack, vec![1, 2, 3]));
     }
 

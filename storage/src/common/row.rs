@@ -50,7 +50,7 @@ impl RawRow {
             correlation_id: MessageId(self.correlation_id?),
             causation_id: self.causation_id?.map(MessageId),
             name: Cow::Owned(name),
-            timestamp: self.created_at?,
+            timestamp: self.created_at?.into(),
             attempt,
             headers,
         };
