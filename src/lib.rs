@@ -71,6 +71,26 @@ pub mod outbox {
     pub use hexeract_runtime::ports::outbox::{LeaseOwner, OutboxRecord, OutboxStats, OutboxStore, StoreError};
 }
 
+/// The transactional outbox and inbox stores, one module per database
+/// (features `sqlite`, on by default, `postgres` and `mysql`), and the sqlx
+/// version they are built with.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub mod storage {
+    #[cfg(feature = "mysql")]
+    pub use hexeract_storage::mysql;
+    #[cfg(feature = "postgres")]
+    pub use hexeract_storage::postgres;
+    #[cfg(feature = "sqlite")]
+    pub use hexeract_storage::sqlite;
+    /// The sqlx these stores are built with: use it for pools and
+    /// transactions so the types match.
+    pub use hexeract_storage::sqlx;
+    pub use hexeract_storage::{
+        AppliedMigration, DeadRow, InboxOutcome, OutboxConfig, SaveError, SentRetention, StorageConfig, TableName,
+        default_inbox_table,
+    };
+}
+
 /// Per-actor figures: what [`System::metrics`] returns.
 pub mod metrics {
     pub use hexeract_runtime::metrics::{

@@ -143,6 +143,10 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+/// The sqlx these stores are built with, for pools and transactions whose
+/// types match.
+pub use sqlx;
+
 pub use config::{MAX_BATCH_LIMIT, OutboxConfig, SentRetention, StorageConfig, default_inbox_table};
 pub use dead::DeadRow;
 pub use hexeract_runtime::ports::outbox::{LeaseOwner, OutboxRecord, OutboxStats, OutboxStore, StoreError};

@@ -155,7 +155,7 @@ impl TreeNode {
         }
     }
 
-    fn rows(&self, depth: usize, rows: &mut Vec<[String; 11]>) {
+    fn rows(&self, depth: usize, rows: &mut Vec<[String; 13]>) {
         for child in &self.children {
             let label = format!("{}{}", "  ".repeat(depth), child.name);
             let row = match &child.actor {
@@ -167,13 +167,15 @@ impl TreeNode {
                     a.handled.error.to_string(),
                     a.handled.panic.to_string(),
                     a.handled.timeout.to_string(),
+                    a.handled.dead_lettered.to_string(),
+                    a.handled.duplicate.to_string(),
                     duration(a.latency.p50_ns, a.latency.count),
                     duration(a.latency.p99_ns, a.latency.count),
                     duration(a.latency.max_ns, a.latency.count),
                     a.restarts.to_string(),
                 ],
                 None => {
-                    let mut row: [String; 11] = Default::default();
+                    let mut row: [String; 13] = Default::default();
                     row[0] = label;
                     row
                 }
@@ -199,8 +201,10 @@ fn duration(nanos: u64, count: u64) -> String {
 /// An aligned table, one row per node, indented by depth in the tree.
 impl fmt::Display for MetricsSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HEADER: [&str; 11] =
-            ["actor", "status", "depth", "ok", "error", "panic", "timeout", "p50", "p99", "max", "restarts"];
+        const HEADER: [&str; 13] = [
+            "actor", "status", "depth", "ok", "error", "panic", "timeout", "dead", "dup", "p50", "p99", "max",
+            "restarts",
+        ];
         let mut rows = Vec::new();
         self.root.rows(0, &mut rows);
         let mut widths = HEADER.map(str::len);

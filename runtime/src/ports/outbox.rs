@@ -145,6 +145,51 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn wakeup(&self) -> Arc<tokio::sync::Notify>;
 }
 
+/// A boxed store is a store, so that code choosing its database at run time
+/// can hand any of them over.
+impl<T: OutboxStore + ?Sized> OutboxStore for Box<T> {
+    fn table(&self) -> &str {
+        (**self).table()
+    }
+    fn claim(
+        &self,
+        owner: LeaseOwner,
+        limit: NonZeroU32,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<OutboxRecord>, StoreError>> {
+        (**self).claim(owner, limit, lease)
+    }
+    fn mark_sent<'a>(&'a self, owner: LeaseOwner, ids: &'a [MessageId]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        (**self).mark_sent(owner, ids)
+    }
+    fn mark_failed<'a>(
+        &'a self,
+        owner: LeaseOwner,
+        id: MessageId,
+        error: &'a str,
+        retry_after: Duration,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).mark_failed(owner, id, error, retry_after)
+    }
+    fn mark_dead<'a>(
+        &'a self,
+        owner: LeaseOwner,
+        id: MessageId,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).mark_dead(owner, id, error)
+    }
+    fn release<'a>(&'a self, owner: LeaseOwner, ids: &'a [MessageId]) -> BoxFuture<'a, Result<u64, StoreError>> {
+        (**self).release(owner, ids)
+    }
+    fn stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>> {
+        (**self).stats()
+    }
+    fn wakeup(&self) -> Arc<tokio::sync::Notify> {
+        (**self).wakeup()
+    }
+}
+
 /// An outbox or inbox operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
