@@ -104,6 +104,9 @@ pub(crate) struct QueueConsumer {
     mediator: Mediator,
     config: ConsumerConfig,
     stop: CancellationToken,
+    /// Cancelled at the shutdown deadline: stop waiting for the deliveries
+    /// in progress; they go back to the queue with the subscription.
+    abandon: CancellationToken,
 }
 
 impl QueueConsumer {
@@ -118,8 +121,9 @@ impl QueueConsumer {
         mediator: Mediator,
         config: ConsumerConfig,
         stop: CancellationToken,
+        abandon: CancellationToken,
     ) -> Self {
-        QueueConsumer { path, metrics, queue, routes, transport, publisher, mediator, config, stop }
+        QueueConsumer { path, metrics, queue, routes, transport, publisher, mediator, config, stop, abandon }
     }
 
     async fn handle(&self, delivery: Delivery) -> (DeliveryTag, Verdict) {
@@ -229,11 +233,20 @@ impl ActorLoop for QueueConsumer {
                     },
                 }
             }
-            // Finish what was started; then what the broker still holds for us
+            // Finish what was started, until the shutdown deadline; then what
+            // the broker still holds for us (unsettled deliveries included)
             // goes back to the queue when the subscription is cancelled.
-            while let Some((tag, verdict)) = in_progress.next().await {
-                settle(&*subscription, tag, verdict).await;
+            loop {
+                tokio::select! {
+                    biased;
+                    next = in_progress.next() => match next {
+                        Some((tag, verdict)) => settle(&*subscription, tag, verdict).await,
+                        None => break,
+                    },
+                    () = self.abandon.cancelled() => break,
+                }
             }
+            drop(in_progress);
             match ended {
                 Some(reason) => Err(format!("subscription to `{}` ended: {reason}", self.queue)),
                 None => {

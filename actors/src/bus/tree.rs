@@ -42,6 +42,8 @@ pub struct BusConfig {
 struct Intake {
     path: String,
     stop: CancellationToken,
+    /// Cancelled at the shutdown deadline: give back what is unfinished.
+    abandon: CancellationToken,
     metrics: Arc<ActorMetrics>,
 }
 
@@ -116,6 +118,7 @@ impl BusTree {
             let path = format!("bus/consumer/{queue}");
             let actor_metrics = metrics.register(path.clone(), None);
             let stop = CancellationToken::new();
+            let abandon = CancellationToken::new();
             let body = QueueConsumer::new(
                 path.clone(),
                 Arc::clone(&actor_metrics),
@@ -126,14 +129,16 @@ impl BusTree {
                 mediator.clone(),
                 config.consumer.clone(),
                 stop.clone(),
+                abandon.clone(),
             );
             intake_supervisor.start_child(Arc::new(LoopChild::new(Arc::new(body)))).await.map_err(StartError::Spawn)?;
-            intake.push(Intake { path, stop, metrics: actor_metrics });
+            intake.push(Intake { path, stop, abandon, metrics: actor_metrics });
         }
         for store in config.outboxes {
             let path = format!("outbox/{}", store.table());
             let actor_metrics = metrics.register(path.clone(), None);
             let stop = CancellationToken::new();
+            let abandon = CancellationToken::new();
             let body = OutboxPoller::new(
                 path.clone(),
                 Arc::clone(&actor_metrics),
@@ -141,9 +146,10 @@ impl BusTree {
                 publisher.clone(),
                 config.relay.clone(),
                 stop.clone(),
+                abandon.clone(),
             );
             intake_supervisor.start_child(Arc::new(LoopChild::new(Arc::new(body)))).await.map_err(StartError::Spawn)?;
-            intake.push(Intake { path, stop, metrics: actor_metrics });
+            intake.push(Intake { path, stop, abandon, metrics: actor_metrics });
         }
         Ok(BusTree { intake_supervisor, publisher_supervisor, intake, publisher, publisher_metrics })
     }
@@ -154,15 +160,23 @@ impl BusTree {
     }
 
     /// First step of shutdown: consumers take no more deliveries and finish
-    /// the ones they hold (what the broker still holds for them goes back to
-    /// the queue); pollers claim nothing more, finish the publishes in flight
-    /// and release the leases of rows they did not publish.
+    /// the ones they hold until `deadline` (the rest, and what the broker
+    /// still holds for them, go back to the queue); pollers claim nothing
+    /// more, let the publishes in flight finish until `deadline`, then give
+    /// back the leases of rows they did not publish (with [`RELEASE_GRACE`]
+    /// past the deadline to record that).
     pub async fn stop_intake(&self, deadline: Instant) -> Vec<ActorShutdown> {
         let before: Vec<u64> = self.intake.iter().map(|i| handled(&i.metrics)).collect();
         for actor in &self.intake {
             actor.stop.cancel();
         }
-        self.intake_supervisor.stop(grace(deadline)).await;
+        let abandon: Vec<CancellationToken> = self.intake.iter().map(|i| i.abandon.clone()).collect();
+        let at_deadline = tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            abandon.iter().for_each(CancellationToken::cancel);
+        });
+        self.intake_supervisor.stop(grace(deadline) + RELEASE_GRACE).await;
+        at_deadline.abort();
         self.intake
             .iter()
             .zip(before)
@@ -190,6 +204,11 @@ impl BusTree {
         ActorShutdown { path: "bus/publisher".into(), drained: handled(&self.publisher_metrics) - before, abandoned }
     }
 }
+
+/// How long past the shutdown deadline a poller may take to record what
+/// became of its batch (mark sent, release the rest) before it is killed and
+/// its leases are left to expire.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 fn handled(metrics: &ActorMetrics) -> u64 {
     [Outcome::Ok, Outcome::Error, Outcome::DeadLettered, Outcome::Duplicate]

@@ -138,6 +138,9 @@ pub(crate) struct OutboxPoller {
     config: RelayConfig,
     /// Cancelled when shutdown begins: claim nothing more, start no new publish.
     stop: CancellationToken,
+    /// Cancelled at the shutdown deadline: stop waiting for the publishes
+    /// still in flight and release their rows.
+    abandon: CancellationToken,
 }
 
 /// What became of one claimed row.
@@ -149,6 +152,9 @@ enum RowEnd {
     },
     /// Not published (shutdown, or an earlier row of its key failed).
     Released(MessageId),
+    /// Handed to the publisher but unconfirmed at the shutdown deadline:
+    /// due again at once, the attempt kept (it may have reached the broker).
+    Abandoned(MessageId),
 }
 
 impl OutboxPoller {
@@ -159,8 +165,9 @@ impl OutboxPoller {
         publisher: Publisher,
         config: RelayConfig,
         stop: CancellationToken,
+        abandon: CancellationToken,
     ) -> Self {
-        OutboxPoller { path, metrics, store, publisher, config, stop }
+        OutboxPoller { path, metrics, store, publisher, config, stop, abandon }
     }
 
     async fn relay(&self, owner: LeaseOwner, rows: Vec<OutboxRecord>) -> Result<(), StoreError> {
@@ -191,6 +198,11 @@ impl OutboxPoller {
             match end {
                 RowEnd::Sent(id) => sent.push(id),
                 RowEnd::Released(id) => released.push(id),
+                RowEnd::Abandoned(id) => {
+                    self.store
+                        .mark_failed(owner, id, "publish abandoned at shutdown before its confirm", Duration::ZERO)
+                        .await?;
+                }
                 RowEnd::Failed { record, error } => self.record_failure(owner, record, &error).await?,
             }
         }
@@ -219,7 +231,19 @@ impl OutboxPoller {
                 continue;
             }
             let started = Instant::now();
-            match self.publish(&record).await {
+            let published = tokio::select! {
+                biased;
+                published = self.publish(&record) => published,
+                // The shutdown deadline passed with this publish unconfirmed:
+                // hand the row back now rather than leave it leased to an
+                // owner about to stop. (If the broker confirms it after all,
+                // it is relayed twice: at least once, never lost.)
+                () = self.abandon.cancelled() => {
+                    ends.push(RowEnd::Abandoned(record.id()));
+                    continue;
+                }
+            };
+            match published {
                 Ok(()) => {
                     self.metrics.record(Outcome::Ok, started.elapsed());
                     ends.push(RowEnd::Sent(record.id()));
