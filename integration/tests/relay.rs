@@ -211,6 +211,68 @@ async fn project_with_inbox(event: Projected, ctx: &Context) -> Result<(), BoxEr
 
 // ---- transports with faults -----------------------------------------------
 
+/// An outbox store whose `nth` `mark_sent` (1-based) panics: the poller
+/// actor dies mid-batch, after its rows were published and before they were
+/// recorded as sent.
+struct PanicOnNthAck<O> {
+    inner: O,
+    nth: u64,
+    acks: AtomicU64,
+}
+
+impl<O: OutboxStore> OutboxStore for PanicOnNthAck<O> {
+    fn table(&self) -> &str {
+        self.inner.table()
+    }
+    fn claim(
+        &self,
+        owner: hexeract::outbox::LeaseOwner,
+        limit: NonZeroU32,
+        lease: Duration,
+    ) -> BoxFuture<'_, Result<Vec<hexeract::outbox::OutboxRecord>, hexeract::outbox::StoreError>> {
+        self.inner.claim(owner, limit, lease)
+    }
+    fn mark_sent<'a>(
+        &'a self,
+        owner: hexeract::outbox::LeaseOwner,
+        ids: &'a [MessageId],
+    ) -> BoxFuture<'a, Result<u64, hexeract::outbox::StoreError>> {
+        let count = self.acks.fetch_add(1, Ordering::SeqCst) + 1;
+        assert!(count != self.nth, "injected: mark_sent #{count} panics");
+        self.inner.mark_sent(owner, ids)
+    }
+    fn mark_failed<'a>(
+        &'a self,
+        owner: hexeract::outbox::LeaseOwner,
+        id: MessageId,
+        error: &'a str,
+        retry_after: Duration,
+    ) -> BoxFuture<'a, Result<bool, hexeract::outbox::StoreError>> {
+        self.inner.mark_failed(owner, id, error, retry_after)
+    }
+    fn mark_dead<'a>(
+        &'a self,
+        owner: hexeract::outbox::LeaseOwner,
+        id: MessageId,
+        error: &'a str,
+    ) -> BoxFuture<'a, Result<bool, hexeract::outbox::StoreError>> {
+        self.inner.mark_dead(owner, id, error)
+    }
+    fn release<'a>(
+        &'a self,
+        owner: hexeract::outbox::LeaseOwner,
+        ids: &'a [MessageId],
+    ) -> BoxFuture<'a, Result<u64, hexeract::outbox::StoreError>> {
+        self.inner.release(owner, ids)
+    }
+    fn stats(&self) -> BoxFuture<'_, Result<OutboxStats, hexeract::outbox::StoreError>> {
+        self.inner.stats()
+    }
+    fn wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.wakeup()
+    }
+}
+
 /// The in-memory broker, except that the `nth` publish (1-based) panics
 /// before reaching it.
 struct PanicOnNth {
@@ -1177,6 +1239,47 @@ mod cases {
         db.drop_tables(&tables).await;
     }
 
+    /// (g) The poller itself panics mid-batch (its third acknowledgement
+    /// panics, after the batch was published): its supervisor restarts it
+    /// with a new lease owner, the batch's lease expires, the rows are
+    /// claimed and relayed again, and none is lost.
+    pub async fn poller_panic_mid_batch_loses_nothing<D: Dialect>(db: D) {
+        let tables = Tables::new("pollerpanic");
+        db.create(&tables).await;
+        let outbox = db.outbox(&tables, SentRetention::Keep);
+        let seen = Seen::default();
+        let events: Vec<Survivor> = (0..200).map(|n| Survivor { n }).collect();
+        let saved: HashSet<MessageId> = db.save(&outbox, &events, true).await.into_iter().collect();
+        let store = PanicOnNthAck { inner: outbox.clone(), nth: 3, acks: AtomicU64::new(0) };
+        let system = Hexeract::builder()
+            .transport(MemoryTransport::new())
+            .outbox(store)
+            // Lease: 20 × 100 ms + 5 s, so the panicked batch comes back soon.
+            .relay(quick_relay().batch_size(batch(20)).dispatch_timeout(Duration::from_millis(100)))
+            .consumer(quick_consumer())
+            .restart_policy(quick_restarts())
+            .state(seen.clone())
+            .handler(OnSurvivorHandler)
+            .start()
+            .await
+            .expect("start");
+        assert!(
+            eventually(Duration::from_secs(60), || seen.distinct() >= 200).await,
+            "only {} of 200 rows delivered; {}",
+            seen.distinct(),
+            system.metrics()
+        );
+        assert_eq!(seen.ids(), saved, "every saved row delivered");
+        let drained = wait_drained(&outbox, Duration::from_secs(30)).await;
+        assert_eq!((drained.sent, drained.dead, drained.in_flight), (200, 0, 0), "{drained:?}");
+        let poller = format!("outbox/{}", tables.outbox);
+        let restarts = system.metrics().actor(&poller).map_or(0, |actor| actor.restarts);
+        assert_eq!(restarts, 1, "the poller restart is counted: {}", system.metrics());
+        let report = system.shutdown(Duration::from_secs(10)).await;
+        assert!(report.is_clean(), "{report}");
+        db.drop_tables(&tables).await;
+    }
+
     /// (e) Shutdown with a short deadline while a slow broker is half-way
     /// through a batch: afterwards no row is leased, every row is sent or
     /// pending, and a second system on the same table delivers the rest at
@@ -1315,6 +1418,7 @@ macro_rules! dialect {
             correlation_and_causation_chain_from_command_to_consumer,
             unpublishable_row_goes_dead_while_others_flow,
             publisher_panic_mid_batch_loses_nothing,
+            poller_panic_mid_batch_loses_nothing,
             shutdown_mid_relay_releases_every_lease,
             inbox_skips_a_redelivered_message_id
         ]);
