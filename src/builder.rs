@@ -37,6 +37,7 @@ impl Hexeract {
             relay: RelayConfig::default(),
             consumer: ConsumerConfig::default(),
             publisher: PublisherConfig::default(),
+            migrate: false,
         }
     }
 }
@@ -57,6 +58,7 @@ pub struct Builder {
     relay: RelayConfig,
     consumer: ConsumerConfig,
     publisher: PublisherConfig,
+    migrate: bool,
 }
 
 impl Builder {
@@ -142,6 +144,14 @@ impl Builder {
         self
     }
 
+    /// Creates or upgrades every outbox table given to
+    /// [`outbox`](Builder::outbox) at start (idempotent). Inbox tables are
+    /// migrated with the store module's `migrate` function.
+    pub fn migrate(mut self) -> Self {
+        self.migrate = true;
+        self
+    }
+
     /// How outbox tables are relayed (batch size, attempts, backoff, exchange).
     pub fn relay(mut self, config: RelayConfig) -> Self {
         self.relay = config;
@@ -197,6 +207,14 @@ impl Builder {
                 sink.lock().unwrap_or_else(PoisonError::into_inner).push(escalation);
             }),
         };
+        if self.migrate {
+            for store in &self.outboxes {
+                store
+                    .migrate()
+                    .await
+                    .map_err(|source| StartError::Migrate { table: store.table().to_owned(), source })?;
+            }
+        }
         let needs_bus = self.transport.is_some()
             || !self.outboxes.is_empty()
             || registrations.iter().any(|r| !r.subscriptions().is_empty());

@@ -57,6 +57,15 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// An outbox table could not be migrated.
+    #[error("migrating outbox table `{table}` failed")]
+    Migrate {
+        /// The table.
+        table: String,
+        /// Why.
+        #[source]
+        source: hexeract_runtime::ports::outbox::StoreError,
+    },
 }
 
 /// The running system tree: the handler actors under the mediator, and,

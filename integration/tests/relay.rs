@@ -1441,3 +1441,34 @@ macro_rules! dialect {
 dialect!(sqlite, sqlite_dialect::Sqlite);
 dialect!(postgres, pg_dialect::Pg);
 dialect!(mysql, mysql_dialect::My);
+
+/// `Builder::migrate` creates the outbox table of a fresh database before the
+/// poller needs it, and migrating twice changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_migrates_a_fresh_outbox_table() {
+    use hexeract::storage::sqlite::{SqliteOutbox, connect_options};
+    within(LIMIT, async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pool = sqlx::SqlitePool::connect_with(connect_options(dir.path().join("fresh.db"))).await.expect("pool");
+        let config = OutboxConfig::default()
+            .table(TableName::new("fresh_outbox").expect("valid"))
+            .retention(SentRetention::Keep);
+        let outbox = SqliteOutbox::new(pool.clone(), config).expect("store");
+        assert!(outbox.stats().await.is_err(), "no table before the migration");
+        for _ in 0..2 {
+            let system = Hexeract::builder()
+                .transport(MemoryTransport::new())
+                .outbox(outbox.clone())
+                .migrate()
+                .start()
+                .await
+                .expect("start migrates");
+            system.shutdown(Duration::from_secs(5)).await;
+        }
+        let mut tx = pool.begin().await.expect("tx");
+        outbox.save(&mut tx, &Committed { n: 1 }).await.expect("save");
+        tx.commit().await.expect("commit");
+        assert_eq!(outbox.stats().await.expect("table exists").pending, 1);
+    })
+    .await;
+}

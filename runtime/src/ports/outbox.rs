@@ -139,6 +139,13 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Counts by status and the oldest pending age.
     fn stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>>;
 
+    /// Creates or upgrades the table (idempotent), when
+    /// `Hexeract::builder().migrate()` asks. Stores whose schema is managed
+    /// elsewhere keep this default, which does nothing.
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// Notified when a row may have become claimable: a save in this process,
     /// or (PostgreSQL) a `NOTIFY` from any process. Polling remains the
     /// fallback, so a missed wake-up only costs a poll interval.
@@ -184,6 +191,9 @@ impl<T: OutboxStore + ?Sized> OutboxStore for Box<T> {
     }
     fn stats(&self) -> BoxFuture<'_, Result<OutboxStats, StoreError>> {
         (**self).stats()
+    }
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        (**self).migrate()
     }
     fn wakeup(&self) -> Arc<tokio::sync::Notify> {
         (**self).wakeup()

@@ -579,6 +579,14 @@ impl OutboxStore for PgOutbox {
         self.start_listener();
         self.inner.wakeup.clone()
     }
+
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // This store's own table only: inboxes are the application's to migrate.
+            let config = crate::StorageConfig::default().outbox(self.inner.config.table.clone()).inbox(None);
+            super::migrate(&self.inner.pool, &config).await.map(drop)
+        })
+    }
 }
 
 impl std::fmt::Debug for PgOutbox {

@@ -559,6 +559,14 @@ impl OutboxStore for SqliteOutbox {
     fn wakeup(&self) -> Arc<Notify> {
         self.inner.wakeup.clone()
     }
+
+    fn migrate(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            // This store's own table only: inboxes are the application's to migrate.
+            let config = crate::StorageConfig::default().outbox(self.inner.config.table.clone()).inbox(None);
+            super::migrate(&self.inner.pool, &config).await.map(drop)
+        })
+    }
 }
 
 impl std::fmt::Debug for SqliteOutbox {
