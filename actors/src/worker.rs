@@ -335,7 +335,7 @@ impl<S: Send + 'static> WorkerControl for WorkerChild<S> {
     }
 
     fn handled_total(&self) -> u64 {
-        [Outcome::Ok, Outcome::Error, Outcome::Panic, Outcome::Timeout]
+        [Outcome::Ok, Outcome::Error, Outcome::Panic, Outcome::Timeout, Outcome::Duplicate]
             .into_iter()
             .map(|outcome| self.info.metrics.handled(outcome))
             .sum()
