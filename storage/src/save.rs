@@ -83,3 +83,94 @@ pub(crate) fn check_outgoing(row: &Outgoing) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// The typed save functions every dialect's outbox offers, written once:
+/// they differ only in the transaction type, and all end in the dialect's own
+/// `save_outgoing`. Expanded inside `impl SqliteOutbox` (and Pg, MySql).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")), allow(unused_macros))]
+macro_rules! save_api {
+    ($db:ty) => {
+        /// Saves `event` in the caller's transaction, under fresh root
+        /// metadata. The row becomes claimable when `tx` commits (on
+        /// PostgreSQL the `NOTIFY` is delivered then); rolling back leaves no
+        /// row. Returns the message id. Saving outside a transaction (with a
+        /// pool or a bare connection) does not compile.
+        ///
+        /// # Errors
+        /// [`SaveError::Encode`](crate::SaveError::Encode) when the event
+        /// cannot be encoded, [`SaveError::Store`](crate::SaveError::Store)
+        /// when the insert fails (on PostgreSQL the transaction is then
+        /// aborted: roll it back).
+        pub async fn save<M: hexeract_runtime::Message + serde::Serialize>(
+            &self,
+            tx: &mut sqlx::Transaction<'_, $db>,
+            event: &M,
+        ) -> Result<hexeract_runtime::MessageId, crate::SaveError> {
+            self.save_with(tx, event, hexeract_runtime::Metadata::root(M::NAME)).await
+        }
+
+        /// Saves `event` under `meta`: pass `ctx.meta().child(M::NAME)` from
+        /// a handler to chain correlation and causation. When a row with
+        /// `meta.id` exists already, nothing is written (idempotent enqueue).
+        ///
+        /// # Errors
+        /// As [`save`](Self::save).
+        pub async fn save_with<M: hexeract_runtime::Message + serde::Serialize>(
+            &self,
+            tx: &mut sqlx::Transaction<'_, $db>,
+            event: &M,
+            meta: hexeract_runtime::Metadata,
+        ) -> Result<hexeract_runtime::MessageId, crate::SaveError> {
+            let row = crate::Outgoing::encode(event, meta, self.inner.config.codec)?;
+            let id = row.envelope.meta.id;
+            self.save_outgoing(tx, std::slice::from_ref(&row)).await?;
+            Ok(id)
+        }
+
+        /// Saves `event` under `meta` with an ordering key: rows with the
+        /// same key are relayed one at a time, in insertion order (see the
+        /// crate docs for exactly what that guarantees).
+        ///
+        /// # Errors
+        /// As [`save`](Self::save); `StoreError::Config` for an empty key or
+        /// one over 255 characters.
+        pub async fn save_keyed<M: hexeract_runtime::Message + serde::Serialize>(
+            &self,
+            tx: &mut sqlx::Transaction<'_, $db>,
+            event: &M,
+            meta: hexeract_runtime::Metadata,
+            ordering_key: impl Into<String>,
+        ) -> Result<hexeract_runtime::MessageId, crate::SaveError> {
+            let row = crate::Outgoing::encode(event, meta, self.inner.config.codec)?.ordering_key(ordering_key);
+            let id = row.envelope.meta.id;
+            self.save_outgoing(tx, std::slice::from_ref(&row)).await?;
+            Ok(id)
+        }
+
+        /// Saves several events in the caller's transaction (multi-row
+        /// inserts), each under fresh root metadata. Returns their ids, in
+        /// order.
+        ///
+        /// # Errors
+        /// As [`save`](Self::save).
+        pub async fn save_all<'e, M, I>(
+            &self,
+            tx: &mut sqlx::Transaction<'_, $db>,
+            events: I,
+        ) -> Result<Vec<hexeract_runtime::MessageId>, crate::SaveError>
+        where
+            M: hexeract_runtime::Message + serde::Serialize + 'e,
+            I: IntoIterator<Item = &'e M>,
+        {
+            let codec = self.inner.config.codec;
+            let rows = events
+                .into_iter()
+                .map(|event| crate::Outgoing::encode(event, hexeract_runtime::Metadata::root(M::NAME), codec))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.save_outgoing(tx, &rows).await?;
+            Ok(rows.iter().map(|row| row.envelope.meta.id).collect())
+        }
+    };
+}
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub(crate) use save_api;

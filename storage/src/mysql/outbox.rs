@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hexeract_runtime::ports::outbox::{LeaseOwner, OutboxRecord, OutboxStats, OutboxStore, StoreError};
-use hexeract_runtime::{BoxFuture, Message, MessageId, Metadata};
-use serde::Serialize;
+use hexeract_runtime::{BoxFuture, MessageId};
 use sqlx::mysql::MySqlRow;
 use sqlx::{AssertSqlSafe, Connection, MySql, MySqlPool, Row, Transaction};
 use time::PrimitiveDateTime;
@@ -20,7 +19,7 @@ use crate::common::{
     CONFLICT_RETRIES, ID_CHUNK, INSERT_CHUNK, PENDING, conflict_pause, durations, padded_len, placeholders,
 };
 use crate::save::check_outgoing;
-use crate::{OutboxConfig, Outgoing, SaveError, SentRetention};
+use crate::{OutboxConfig, Outgoing, SentRetention};
 
 /// The outbox on MySQL 8 or MariaDB 10.6+.
 ///
@@ -216,82 +215,7 @@ impl MySqlOutbox {
         &self.inner.config
     }
 
-    /// Saves `event` in the caller's transaction, under fresh root metadata.
-    /// The row becomes claimable when `tx` commits; rolling back leaves no
-    /// row. Returns the message id.
-    ///
-    /// # Errors
-    /// [`SaveError::Encode`] when the event cannot be encoded,
-    /// [`SaveError::Store`] when the insert fails.
-    pub async fn save<M: Message + Serialize>(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        event: &M,
-    ) -> Result<MessageId, SaveError> {
-        self.save_with(tx, event, Metadata::root(M::NAME)).await
-    }
-
-    /// Saves `event` under `meta`: pass `ctx.meta().child(M::NAME)` from a
-    /// handler to chain correlation and causation. When a row with
-    /// `meta.id` exists already, nothing is written (idempotent enqueue).
-    ///
-    /// # Errors
-    /// As [`save`](Self::save).
-    pub async fn save_with<M: Message + Serialize>(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        event: &M,
-        meta: Metadata,
-    ) -> Result<MessageId, SaveError> {
-        let row = Outgoing::encode(event, meta, self.inner.config.codec)?;
-        let id = row.envelope.meta.id;
-        self.save_outgoing(tx, std::slice::from_ref(&row)).await?;
-        Ok(id)
-    }
-
-    /// Saves `event` under `meta` with an ordering key: rows with the same
-    /// key are relayed one at a time, in insertion order (see the crate docs for
-    /// exactly what that guarantees).
-    ///
-    /// # Errors
-    /// As [`save`](Self::save); [`StoreError::Config`] for an empty key or
-    /// one over 255 characters.
-    pub async fn save_keyed<M: Message + Serialize>(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        event: &M,
-        meta: Metadata,
-        ordering_key: impl Into<String>,
-    ) -> Result<MessageId, SaveError> {
-        let row = Outgoing::encode(event, meta, self.inner.config.codec)?.ordering_key(ordering_key);
-        let id = row.envelope.meta.id;
-        self.save_outgoing(tx, std::slice::from_ref(&row)).await?;
-        Ok(id)
-    }
-
-    /// Saves several events in the caller's transaction (multi-row inserts
-    /// of up to 500 rows), each under fresh root metadata. Returns their
-    /// ids, in order.
-    ///
-    /// # Errors
-    /// As [`save`](Self::save).
-    pub async fn save_all<'e, M, I>(
-        &self,
-        tx: &mut Transaction<'_, MySql>,
-        events: I,
-    ) -> Result<Vec<MessageId>, SaveError>
-    where
-        M: Message + Serialize + 'e,
-        I: IntoIterator<Item = &'e M>,
-    {
-        let codec = self.inner.config.codec;
-        let rows = events
-            .into_iter()
-            .map(|event| Outgoing::encode(event, Metadata::root(M::NAME), codec))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.save_outgoing(tx, &rows).await?;
-        Ok(rows.iter().map(|row| row.envelope.meta.id).collect())
-    }
+    crate::save::save_api!(MySql);
 
     /// Saves pre-encoded rows, each unless a row with its id exists already
     /// (insert if absent: the idempotent enqueue with caller-chosen ids).

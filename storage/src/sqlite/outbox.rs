@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hexeract_runtime::ports::outbox::{LeaseOwner, OutboxRecord, OutboxStats, OutboxStore, StoreError};
-use hexeract_runtime::{BoxFuture, Message, MessageId, Metadata};
-use serde::Serialize;
+use hexeract_runtime::{BoxFuture, MessageId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
@@ -17,7 +16,7 @@ use super::{NOW, store_error};
 use crate::common::row::{RawRow, bounded_error, column_error, headers_json};
 use crate::common::{ID_CHUNK, INSERT_CHUNK, PENDING, durations, padded_len, placeholders};
 use crate::save::check_outgoing;
-use crate::{OutboxConfig, Outgoing, SaveError, SentRetention};
+use crate::{OutboxConfig, Outgoing, SentRetention};
 
 /// The outbox on SQLite.
 ///
@@ -198,134 +197,7 @@ impl SqliteOutbox {
         &self.inner.config
     }
 
-    /// Saves `event` in the caller's transaction, under fresh root metadata.
-    /// The row becomes claimable when `tx` commits; rolling back leaves no
-    /// row. Returns the message id.
-    ///
-    /// # Errors
-    /// [`SaveError::Encode`] when the event cannot be encoded,
-    /// [`SaveError::Store`] when the insert fails.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// # use hexeract_runtime::{Message, MessageKind};
-    /// # #[derive(serde::Serialize)]
-    /// # struct OrderPlaced { order: u64 }
-    /// # impl Message for OrderPlaced {
-    /// #     const NAME: &'static str = "orders.placed.v1";
-    /// #     const KIND: MessageKind = MessageKind::Notification;
-    /// #     type Output = ();
-    /// # }
-    /// # async fn run(pool: sqlx::SqlitePool, outbox: hexeract_storage::sqlite::SqliteOutbox) -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut tx = pool.begin().await?;
-    /// sqlx::query("INSERT INTO orders (id) VALUES (1)").execute(&mut *tx).await?;
-    /// outbox.save(&mut tx, &OrderPlaced { order: 1 }).await?; // same transaction
-    /// tx.commit().await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// Saving outside a transaction does not compile, neither with the pool:
-    ///
-    /// ```compile_fail
-    /// # use hexeract_runtime::{Message, MessageKind};
-    /// # #[derive(serde::Serialize)]
-    /// # struct OrderPlaced { order: u64 }
-    /// # impl Message for OrderPlaced {
-    /// #     const NAME: &'static str = "orders.placed.v1";
-    /// #     const KIND: MessageKind = MessageKind::Notification;
-    /// #     type Output = ();
-    /// # }
-    /// # async fn run(pool: sqlx::SqlitePool, outbox: hexeract_storage::sqlite::SqliteOutbox) -> Result<(), Box<dyn std::error::Error>> {
-    /// outbox.save(&pool, &OrderPlaced { order: 1 }).await?;
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// nor with a bare connection:
-    ///
-    /// ```compile_fail
-    /// # use hexeract_runtime::{Message, MessageKind};
-    /// # #[derive(serde::Serialize)]
-    /// # struct OrderPlaced { order: u64 }
-    /// # impl Message for OrderPlaced {
-    /// #     const NAME: &'static str = "orders.placed.v1";
-    /// #     const KIND: MessageKind = MessageKind::Notification;
-    /// #     type Output = ();
-    /// # }
-    /// # async fn run(pool: sqlx::SqlitePool, outbox: hexeract_storage::sqlite::SqliteOutbox) -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut conn = pool.acquire().await?;
-    /// outbox.save(&mut conn, &OrderPlaced { order: 1 }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn save<M: Message + Serialize>(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        event: &M,
-    ) -> Result<MessageId, SaveError> {
-        self.save_with(tx, event, Metadata::root(M::NAME)).await
-    }
-
-    /// Saves `event` under `meta`: pass `ctx.meta().child(M::NAME)` from a
-    /// handler to chain correlation and causation. When a row with
-    /// `meta.id` exists already, nothing is written (idempotent enqueue).
-    ///
-    /// # Errors
-    /// As [`save`](Self::save).
-    pub async fn save_with<M: Message + Serialize>(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        event: &M,
-        meta: Metadata,
-    ) -> Result<MessageId, SaveError> {
-        let row = Outgoing::encode(event, meta, self.inner.config.codec)?;
-        let id = row.envelope.meta.id;
-        self.save_outgoing(tx, std::slice::from_ref(&row)).await?;
-        Ok(id)
-    }
-
-    /// Saves `event` under `meta` with an ordering key: rows with the same
-    /// key are relayed one at a time, in insertion order (see the crate docs for
-    /// exactly what that guarantees).
-    ///
-    /// # Errors
-    /// As [`save`](Self::save); [`StoreError::Config`] for an empty key or
-    /// one over 255 characters.
-    pub async fn save_keyed<M: Message + Serialize>(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        event: &M,
-        meta: Metadata,
-        ordering_key: impl Into<String>,
-    ) -> Result<MessageId, SaveError> {
-        let row = Outgoing::encode(event, meta, self.inner.config.codec)?.ordering_key(ordering_key);
-        let id = row.envelope.meta.id;
-        self.save_outgoing(tx, std::slice::from_ref(&row)).await?;
-        Ok(id)
-    }
-
-    /// Saves several events in the caller's transaction (multi-row inserts
-    /// of up to 500 rows), each under fresh root metadata. Returns their
-    /// ids, in order.
-    ///
-    /// # Errors
-    /// As [`save`](Self::save).
-    pub async fn save_all<'e, M, I>(
-        &self,
-        tx: &mut Transaction<'_, Sqlite>,
-        events: I,
-    ) -> Result<Vec<MessageId>, SaveError>
-    where
-        M: Message + Serialize + 'e,
-        I: IntoIterator<Item = &'e M>,
-    {
-        let codec = self.inner.config.codec;
-        let rows = events
-            .into_iter()
-            .map(|event| Outgoing::encode(event, Metadata::root(M::NAME), codec))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.save_outgoing(tx, &rows).await?;
-        Ok(rows.iter().map(|row| row.envelope.meta.id).collect())
-    }
+    crate::save::save_api!(Sqlite);
 
     /// Saves pre-encoded rows, each unless a row with its id exists already
     /// (insert if absent: the idempotent enqueue with caller-chosen ids).
