@@ -228,23 +228,15 @@ impl Mediator {
             return Err(DispatchError::ShuttingDown { message: M::NAME });
         }
         let endpoint = self.endpoint::<M>()?;
-        self.dispatch_to(endpoint, message, meta).await
+        self.deliver(endpoint, message, meta).await
     }
 
-    /// Hands a message that came over the bus to the handler that subscribed
-    /// to it, through the middleware, with the metadata it travelled with.
-    /// Runs during shutdown too: the consumer stops taking deliveries before
-    /// the mediator stops, and what it took must finish.
+    /// Hands `message` to `endpoint` through the middleware, with `meta`:
+    /// a request once routed, or a bus delivery to the handler that
+    /// subscribed (with the metadata it travelled with). No shutdown check
+    /// here: the consumer stops taking deliveries before the mediator stops,
+    /// and what it took must finish.
     pub(crate) async fn deliver<M: Message>(
-        &self,
-        endpoint: &dyn Endpoint<M>,
-        message: M,
-        meta: Metadata,
-    ) -> Result<M::Output, DispatchError> {
-        self.dispatch_to(endpoint, message, meta).await
-    }
-
-    async fn dispatch_to<M: Message>(
         &self,
         endpoint: &dyn Endpoint<M>,
         message: M,

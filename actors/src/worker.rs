@@ -298,11 +298,9 @@ impl<S: Send + 'static> Child for WorkerChild<S> {
     }
 
     fn give_up(&self) {
-        self.mailbox.close();
-        self.mailbox.stop_reader();
         // Dropping the queued jobs drops their reply senders: each waiting
         // caller gets `HandlerStopped` at once instead of waiting forever.
-        drop(self.mailbox.take_remaining());
+        self.mailbox.discard();
     }
 }
 
@@ -335,10 +333,7 @@ impl<S: Send + 'static> WorkerControl for WorkerChild<S> {
     }
 
     fn handled_total(&self) -> u64 {
-        [Outcome::Ok, Outcome::Error, Outcome::Panic, Outcome::Timeout, Outcome::Duplicate]
-            .into_iter()
-            .map(|outcome| self.info.metrics.handled(outcome))
-            .sum()
+        self.info.metrics.total()
     }
 
     fn stop_reader(&self) {

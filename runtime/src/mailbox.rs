@@ -232,6 +232,16 @@ impl<J: Send + 'static> Mailbox<J> {
         }
     }
 
+    /// Closes the mailbox for good: no new job, the reader stops, and what is
+    /// queued is dropped (each job's caller learns it was not handled).
+    /// Used when the supervisor gives up on the actor. Returns how many jobs
+    /// were dropped.
+    pub fn discard(&self) -> usize {
+        self.close();
+        self.stop_reader();
+        self.take_remaining().len()
+    }
+
     /// Removes and returns every job still queued, for the owner to fail
     /// them explicitly (no caller is left waiting on a job nobody will run).
     /// Returns nothing while an incarnation holds the receiver.

@@ -158,8 +158,6 @@ impl ActorLoop for PublisherLoop {
     }
 
     fn give_up(&self) {
-        self.mailbox.close();
-        self.mailbox.stop_reader();
-        drop(self.mailbox.take_remaining());
+        self.mailbox.discard();
     }
 }

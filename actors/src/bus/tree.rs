@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hexeract_runtime::mailbox::Mailbox;
-use hexeract_runtime::metrics::{ActorMetrics, MetricsRegistry, Outcome};
+use hexeract_runtime::metrics::{ActorMetrics, MetricsRegistry};
 use hexeract_runtime::ports::outbox::OutboxStore;
 use hexeract_runtime::ports::transport::{Binding, ExchangeKind, ExchangeSpec, QueueSpec, Topology, Transport};
 use hexeract_runtime::shutdown::ActorShutdown;
@@ -166,7 +166,7 @@ impl BusTree {
     /// back the leases of rows they did not publish (with [`RELEASE_GRACE`]
     /// past the deadline to record that).
     pub async fn stop_intake(&self, deadline: Instant) -> Vec<ActorShutdown> {
-        let before: Vec<u64> = self.intake.iter().map(|i| handled(&i.metrics)).collect();
+        let before: Vec<u64> = self.intake.iter().map(|i| i.metrics.total()).collect();
         for actor in &self.intake {
             actor.stop.cancel();
         }
@@ -182,7 +182,7 @@ impl BusTree {
             .zip(before)
             .map(|(actor, before)| ActorShutdown {
                 path: actor.path.clone(),
-                drained: handled(&actor.metrics) - before,
+                drained: actor.metrics.total() - before,
                 abandoned: 0,
             })
             .collect()
@@ -191,7 +191,7 @@ impl BusTree {
     /// Last step of shutdown: the publisher takes no more messages and waits
     /// for the confirms of those it sent.
     pub async fn stop_publisher(self, deadline: Instant) -> ActorShutdown {
-        let before = handled(&self.publisher_metrics);
+        let before = self.publisher_metrics.total();
         let mailbox = self.publisher.mailbox();
         mailbox.close();
         // Let what is queued go out before the reader stops.
@@ -201,7 +201,7 @@ impl BusTree {
         mailbox.stop_reader();
         self.publisher_supervisor.stop(grace(deadline)).await;
         let abandoned = mailbox.take_remaining().len() as u64;
-        ActorShutdown { path: "bus/publisher".into(), drained: handled(&self.publisher_metrics) - before, abandoned }
+        ActorShutdown { path: "bus/publisher".into(), drained: self.publisher_metrics.total() - before, abandoned }
     }
 }
 
@@ -209,13 +209,6 @@ impl BusTree {
 /// became of its batch (mark sent, release the rest) before it is killed and
 /// its leases are left to expire.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
-
-fn handled(metrics: &ActorMetrics) -> u64 {
-    [Outcome::Ok, Outcome::Error, Outcome::DeadLettered, Outcome::Duplicate]
-        .into_iter()
-        .map(|o| metrics.handled(o))
-        .sum()
-}
 
 fn grace(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))

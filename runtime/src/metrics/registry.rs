@@ -89,6 +89,11 @@ impl ActorMetrics {
         self.counts[outcome_index(outcome)].load(Ordering::Relaxed)
     }
 
+    /// Messages counted so far, whatever their outcome.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|count| count.load(Ordering::Relaxed)).sum()
+    }
+
     /// Counts one restart by the supervisor.
     pub fn record_restart(&self) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
