@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 
 use hexeract_runtime::mailbox::Mailbox;
 use hexeract_runtime::metrics::MetricsRegistry;
-use hexeract_runtime::supervision::SupervisorRef;
+use hexeract_runtime::supervision::{LoopChild, SupervisorRef};
 use hexeract_runtime::{BoxFuture, MessageKind};
 
 use crate::handler::{HandlerActor, HandlerOptions, RouteInfo, Routes};
@@ -125,7 +125,7 @@ async fn spawn_pool<S: HandlerActor>(
             mediator: std::sync::OnceLock::new(),
         });
         let child = Arc::new(WorkerChild { mailbox: mailbox.clone(), factory: Arc::clone(&factory), info });
-        args.supervisor.start_child(Arc::clone(&child) as _).await?;
+        args.supervisor.start_child(Arc::new(LoopChild::new(Arc::clone(&child)))).await?;
         mailboxes.push(mailbox);
         controls.push(child);
     }

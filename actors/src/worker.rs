@@ -1,13 +1,13 @@
-//! The handler actor: one ractor actor serving one bounded mailbox.
+//! The handler actor: one supervised `ActorLoop` (a ractor actor) serving
+//! one bounded mailbox.
 //!
-//! ractor's own mailbox carries a single control message (`Run`); the
-//! messages to handle wait in the address's [`Mailbox`], which outlives the
+//! ractor's own mailbox carries a single control message; the messages to
+//! handle wait in the address's [`Mailbox`], which outlives the
 //! incarnation. The actor loops over that mailbox one job at a time. A job
 //! that panics is answered with `HandlerPanicked`, and then the actor fails
 //! on purpose so that its supervisor restarts it with fresh state; the jobs
 //! queued behind it wait for the new incarnation.
 
-use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,9 +18,8 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use hexeract_runtime::mailbox::{Mailbox, Slot};
 use hexeract_runtime::metrics::{ActorMetrics, Outcome, Stopwatch};
-use hexeract_runtime::supervision::Child;
+use hexeract_runtime::supervision::ActorLoop;
 use hexeract_runtime::{BoxFuture, Message};
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -203,72 +202,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// The ractor actor behind one worker of a handler pool.
-pub(crate) struct Worker<S>(PhantomData<fn() -> S>);
-
-pub(crate) struct WorkerArgs<S> {
-    mailbox: Mailbox<Job<S>>,
-    factory: Arc<dyn Fn() -> S + Send + Sync>,
-    info: Arc<WorkerInfo>,
-}
-
-pub(crate) struct WorkerState<S> {
-    handler: S,
-    mailbox: Mailbox<Job<S>>,
-    info: Arc<WorkerInfo>,
-}
-
-pub(crate) enum WorkerMsg {
-    /// Serve the mailbox until told to stop.
-    Run,
-}
-
-impl<S: Send + 'static> Actor for Worker<S> {
-    type Msg = WorkerMsg;
-    type State = WorkerState<S>;
-    type Arguments = WorkerArgs<S>;
-
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<WorkerMsg>,
-        args: WorkerArgs<S>,
-    ) -> Result<WorkerState<S>, ActorProcessingErr> {
-        Ok(WorkerState { handler: (args.factory)(), mailbox: args.mailbox, info: args.info })
-    }
-
-    async fn post_start(
-        &self,
-        myself: ActorRef<WorkerMsg>,
-        _state: &mut WorkerState<S>,
-    ) -> Result<(), ActorProcessingErr> {
-        myself.cast(WorkerMsg::Run)?;
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<WorkerMsg>,
-        message: WorkerMsg,
-        state: &mut WorkerState<S>,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            WorkerMsg::Run => {
-                let mut receiver = state.mailbox.receiver().await;
-                while let Some(queued) = receiver.recv().await {
-                    let (job, slot) = queued.into_parts();
-                    // The job frees the slot once the message is handled (or
-                    // when dropped): depth counts work in progress.
-                    let end = job(&mut state.handler, &state.info, slot).await;
-                    if let JobEnd::Panicked(panic) = end {
-                        return Err(format!("handler `{}` panicked: {panic}", state.info.handler).into());
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
 /// One worker as its supervisor and the shutdown sequence see it.
 pub(crate) struct WorkerChild<S> {
     pub(crate) mailbox: Mailbox<Job<S>>,
@@ -276,7 +209,7 @@ pub(crate) struct WorkerChild<S> {
     pub(crate) info: Arc<WorkerInfo>,
 }
 
-impl<S: Send + 'static> Child for WorkerChild<S> {
+impl<S: Send + 'static> ActorLoop for WorkerChild<S> {
     fn path(&self) -> &str {
         &self.info.path
     }
@@ -285,15 +218,22 @@ impl<S: Send + 'static> Child for WorkerChild<S> {
         &self.info.metrics
     }
 
-    fn spawn(&self, supervisor: ActorCell) -> BoxFuture<'_, Result<ActorCell, SpawnErr>> {
+    /// One incarnation: fresh state from the factory, then the mailbox, one
+    /// job at a time, until told to stop. A panicking job ends the
+    /// incarnation on purpose: the supervisor restarts it with fresh state.
+    fn run(&self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let args = WorkerArgs {
-                mailbox: self.mailbox.clone(),
-                factory: Arc::clone(&self.factory),
-                info: Arc::clone(&self.info),
-            };
-            let (actor, _join) = Actor::spawn_linked(None, Worker::<S>(PhantomData), args, supervisor).await?;
-            Ok(actor.get_cell())
+            let mut handler = (self.factory)();
+            let mut receiver = self.mailbox.receiver().await;
+            while let Some(queued) = receiver.recv().await {
+                let (job, slot) = queued.into_parts();
+                // The job frees the slot once the message is handled (or
+                // when dropped): depth counts work in progress.
+                if let JobEnd::Panicked(panic) = job(&mut handler, &self.info, slot).await {
+                    return Err(format!("handler `{}` panicked: {panic}", self.info.handler));
+                }
+            }
+            Ok(())
         })
     }
 
