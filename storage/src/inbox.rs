@@ -14,6 +14,21 @@ pub enum InboxOutcome {
     Duplicate,
 }
 
+/// Counts for monitoring an inbox table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InboxStats {
+    /// Message ids recorded (and not yet purged).
+    pub entries: u64,
+    /// Distinct consumers among them.
+    pub consumers: u64,
+    /// Duplicates skipped, summed over the rows still kept.
+    pub duplicates: u64,
+    /// Age of the oldest entry, on the database clock: how far back
+    /// duplicates are recognised.
+    pub oldest_age: Option<std::time::Duration>,
+}
+
 /// The longest consumer name (part of the inbox key).
 pub(crate) const MAX_CONSUMER_LEN: usize = 200;
 

@@ -118,6 +118,15 @@
 //! run; `Config` for invalid settings (a lease of zero, `Duration::MAX`, a
 //! batch over the bind limits). Saving adds [`SaveError::Encode`].
 //!
+//! # Operating
+//!
+//! [`Database`] connects by URL (`sqlite:`, `postgres:`, `mysql:` or
+//! `mariadb:`) and offers what an operator needs, whatever the dialect:
+//! `migrate`, `check_schema` (every missing table, column and index,
+//! named as a [`SchemaProblem`]), outbox and inbox statistics, dead rows
+//! listed, shown ([`DeadMessage`]), replayed and purged, and inbox purges.
+//! The `hexeract` CLI is built on it.
+//!
 //! # Tables
 //!
 //! Names are [`TableName`]s: plain identifiers, checked against a strict
@@ -130,10 +139,13 @@
 
 mod common;
 mod config;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod database;
 mod dead;
 mod inbox;
 mod migrate;
 mod save;
+mod schema_check;
 mod table_name;
 
 #[cfg(feature = "mysql")]
@@ -148,9 +160,12 @@ pub mod sqlite;
 pub use sqlx;
 
 pub use config::{MAX_BATCH_LIMIT, OutboxConfig, SentRetention, StorageConfig, default_inbox_table};
-pub use dead::DeadRow;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+pub use database::{Database, Dialect};
+pub use dead::{DeadMessage, DeadRow};
 pub use hexeract_runtime::ports::outbox::{LeaseOwner, OutboxRecord, OutboxStats, OutboxStore, StoreError};
-pub use inbox::InboxOutcome;
+pub use inbox::{InboxOutcome, InboxStats};
 pub use migrate::AppliedMigration;
 pub use save::{Outgoing, SaveError};
+pub use schema_check::SchemaProblem;
 pub use table_name::{MAX_TABLE_NAME_LEN, TableName};

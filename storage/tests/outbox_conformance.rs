@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use hexeract_runtime::{Codec, Envelope, Message, MessageId, MessageKind, Metadata};
 use hexeract_storage::{
-    AppliedMigration, DeadRow, InboxOutcome, LeaseOwner, OutboxConfig, OutboxRecord, OutboxStore, Outgoing,
-    SentRetention, StorageConfig, StoreError, TableName,
+    AppliedMigration, Database, DeadRow, InboxOutcome, LeaseOwner, OutboxConfig, OutboxRecord, OutboxStore, Outgoing,
+    SchemaProblem, SentRetention, StorageConfig, StoreError, TableName,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -111,6 +111,15 @@ trait Backend: Sized + Send + Sync + 'static {
     fn inbox_duplicates(&self, table: &TableName, consumer: &str) -> impl Future<Output = u64> + Send;
     fn inbox_purge(&self, table: &TableName, age: Duration) -> impl Future<Output = u64> + Send;
     fn drop_tables(&self, tables: &[&TableName]) -> impl Future<Output = ()> + Send;
+    /// The URL an operator would give `Database::connect` for this database.
+    fn url(&self) -> String;
+    /// Drops the index `<table><index_suffix>` and the column `column`.
+    fn drop_index_and_column(
+        &self,
+        table: &TableName,
+        index_suffix: &str,
+        column: &str,
+    ) -> impl Future<Output = ()> + Send;
     /// An outbox over `table` whose database cannot be had: a server that
     /// does not answer, or (SQLite) a file another writer keeps locked.
     /// Returns it with whatever holds the lock.
@@ -234,7 +243,10 @@ macro_rules! conformance {
             migrations_are_idempotent_and_kind_checked,
             correlation_chain_and_idempotent_enqueue,
             kept_rows_are_counted_and_purged,
-            unreachable_database_is_unavailable
+            unreachable_database_is_unavailable,
+            schema_check_names_what_is_missing,
+            dead_rows_are_listed_shown_replayed_and_purged,
+            inbox_stats_and_purge
         ]);
     };
     (@cases $(#[$attr:meta])* $module:ident, $backend:ty, [$($case:ident),*]) => {

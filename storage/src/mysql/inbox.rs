@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use hexeract_runtime::MessageId;
 use hexeract_runtime::ports::outbox::StoreError;
-use sqlx::{AssertSqlSafe, MySql, MySqlPool, Transaction};
+use sqlx::{AssertSqlSafe, MySql, MySqlPool, Row, Transaction};
 
 use super::{NOW, store_error};
 use crate::common::{ID_CHUNK, durations};
 use crate::inbox::check_consumer;
-use crate::{InboxOutcome, TableName};
+use crate::{InboxOutcome, InboxStats, TableName};
 
 /// The inbox on MySQL 8 or MariaDB 10.6+: which message ids each consumer
 /// has processed.
@@ -128,5 +128,33 @@ impl MySqlInbox {
                 return Ok(total);
             }
         }
+    }
+
+    /// Entries, consumers, duplicates skipped and the oldest entry's age.
+    ///
+    /// # Errors
+    /// The query's error ([`StoreError::MissingTable`] before migrating).
+    pub async fn stats(&self) -> Result<InboxStats, StoreError> {
+        let on_error = || store_error("reading inbox stats", &self.table);
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT CAST(COUNT(*) AS SIGNED) AS entries, CAST(COUNT(DISTINCT consumer) AS SIGNED) AS consumers, \
+               CAST(COALESCE(SUM(duplicates), 0) AS SIGNED) AS duplicates, \
+               CAST(TIMESTAMPDIFF(MICROSECOND, MIN(received_at), {NOW}) AS SIGNED) AS oldest \
+             FROM {}",
+            self.table.backtick_quoted()
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(on_error())?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(column).map_err(on_error())?).unwrap_or(0))
+        };
+        let oldest: Option<i64> = row.try_get("oldest").map_err(on_error())?;
+        Ok(InboxStats {
+            entries: count("entries")?,
+            consumers: count("consumers")?,
+            duplicates: count("duplicates")?,
+            oldest_age: oldest.map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0))),
+        })
     }
 }

@@ -22,7 +22,7 @@ use sqlx::mysql::MySqlDatabaseError;
 
 pub use inbox::MySqlInbox;
 pub use outbox::MySqlOutbox;
-pub use schema::migrate;
+pub use schema::{check_schema, migrate};
 
 use crate::TableName;
 use crate::common::errors::{self, ErrorClass};

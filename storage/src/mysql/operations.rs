@@ -10,11 +10,11 @@ use sqlx::{AssertSqlSafe, Row};
 use time::PrimitiveDateTime;
 
 use super::outbox::MySqlOutbox;
-use super::store_error;
-use crate::DeadRow;
+use super::{NOW, store_error};
 #[cfg(doc)]
 use crate::SentRetention;
 use crate::common::{ID_CHUNK, durations};
+use crate::{DeadMessage, DeadRow};
 
 impl MySqlOutbox {
     /// Checks that the table exists with every column the store uses.
@@ -137,5 +137,62 @@ impl MySqlOutbox {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(store_error("listing dead outbox rows", table))
+    }
+
+    /// One dead row with its message: headers, payload, ids. `None` when no
+    /// dead row has this id.
+    ///
+    /// # Errors
+    /// The query's error.
+    pub async fn show_dead(&self, id: MessageId) -> Result<Option<DeadMessage>, StoreError> {
+        let table = &self.inner.config.table;
+        let on_error = || store_error("reading a dead outbox row", table);
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, name, attempts, last_error, ordering_key, created_at, content_type, headers, \
+               correlation_id, causation_id, payload FROM {} WHERE id = ? AND status = 'dead'",
+            table.backtick_quoted()
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(on_error())?;
+        let Some(row) = row else { return Ok(None) };
+        let read = || -> Result<DeadMessage, sqlx::Error> {
+            Ok(DeadMessage {
+                row: DeadRow {
+                    id: MessageId(row.try_get("id")?),
+                    name: row.try_get("name")?,
+                    attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                    last_error: row.try_get("last_error")?,
+                    ordering_key: row.try_get("ordering_key")?,
+                    created_at: row.try_get::<PrimitiveDateTime, _>("created_at")?.assume_utc(),
+                },
+                content_type: row.try_get("content_type")?,
+                headers: row.try_get("headers")?,
+                correlation_id: MessageId(row.try_get("correlation_id")?),
+                causation_id: row.try_get::<Option<uuid::Uuid>, _>("causation_id")?.map(MessageId),
+                payload: row.try_get("payload")?,
+            })
+        };
+        read().map(Some).map_err(on_error())
+    }
+
+    /// Deletes dead rows saved more than `older_than` ago (database clock).
+    /// Returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for an age over a year; the delete's error.
+    pub async fn purge_dead(&self, older_than: Duration) -> Result<u64, StoreError> {
+        let age = durations::micros("age", older_than, false)?;
+        let table = &self.inner.config.table;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE status = 'dead' AND created_at < {NOW} - INTERVAL ? MICROSECOND",
+            table.backtick_quoted()
+        )))
+        .bind(age)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(store_error("purging dead outbox rows", table))?;
+        Ok(done.rows_affected())
     }
 }

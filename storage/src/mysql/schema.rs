@@ -5,6 +5,7 @@ use sqlx::{AssertSqlSafe, MySqlPool, Row};
 
 use super::{NOW, store_error};
 use crate::migrate::{Migration, TableKind, check_kind, planned};
+use crate::schema_check::{FoundTable, SchemaProblem, compare};
 use crate::{AppliedMigration, StorageConfig, TableName};
 
 /// The named lock serializing concurrent `migrate` calls, and how long to
@@ -181,4 +182,49 @@ async fn apply(
         }
     }
     Ok(applied)
+}
+
+/// Index names the migrations create, as suffixes of the table name.
+const OUTBOX_INDEXES: [&str; 4] = ["_id_idx", "_claim_idx", "_key_idx", "_sent_idx"];
+const INBOX_INDEXES: [&str; 1] = ["_received_idx"];
+
+/// Checks the tables `config` names (in the connection's current database)
+/// against what the stores need: every missing table, column and index,
+/// named. An empty list means the schema is complete.
+///
+/// # Errors
+/// The catalog queries' errors.
+pub async fn check_schema(pool: &MySqlPool, config: &StorageConfig) -> Result<Vec<SchemaProblem>, StoreError> {
+    let mut problems = Vec::new();
+    for (table, kind) in planned(config)? {
+        let on_error = || store_error("checking the schema", &table);
+        // Catalog text comes back as binary strings on some servers: read
+        // bytes, compare as text.
+        let as_text = |names: Vec<Vec<u8>>| -> Vec<String> {
+            names.into_iter().map(|name| String::from_utf8_lossy(&name).into_owned()).collect()
+        };
+        let columns: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT CAST(column_name AS BINARY) FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+        )
+        .bind(table.as_str())
+        .fetch_all(pool)
+        .await
+        .map_err(on_error())?;
+        let indexes: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT DISTINCT CAST(index_name AS BINARY) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = ?",
+        )
+        .bind(table.as_str())
+        .fetch_all(pool)
+        .await
+        .map_err(on_error())?;
+        let suffixes: &[&'static str] = match kind {
+            TableKind::Outbox => &OUTBOX_INDEXES,
+            TableKind::Inbox => &INBOX_INDEXES,
+        };
+        let found = FoundTable { columns: as_text(columns), indexes: as_text(indexes) };
+        problems.extend(compare(&table, kind, suffixes, &found));
+    }
+    Ok(problems)
 }

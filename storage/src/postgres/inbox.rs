@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use hexeract_runtime::MessageId;
 use hexeract_runtime::ports::outbox::StoreError;
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 
 use super::store_error;
 use crate::common::{ID_CHUNK, durations};
 use crate::inbox::check_consumer;
-use crate::{InboxOutcome, TableName};
+use crate::{InboxOutcome, InboxStats, TableName};
 
 /// The inbox on PostgreSQL: which message ids each consumer has processed.
 ///
@@ -133,5 +133,33 @@ impl PgInbox {
                 return Ok(total);
             }
         }
+    }
+
+    /// Entries, consumers, duplicates skipped and the oldest entry's age.
+    ///
+    /// # Errors
+    /// The query's error ([`StoreError::MissingTable`] before migrating).
+    pub async fn stats(&self) -> Result<InboxStats, StoreError> {
+        let on_error = || store_error("reading inbox stats", &self.table);
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT count(*)::int8 AS entries, count(DISTINCT consumer)::int8 AS consumers, \
+               COALESCE(SUM(duplicates), 0)::int8 AS duplicates, \
+               EXTRACT(EPOCH FROM (now() - MIN(received_at)))::float8 AS oldest \
+             FROM {}",
+            self.table.ansi_quoted()
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(on_error())?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(column).map_err(on_error())?).unwrap_or(0))
+        };
+        let oldest: Option<f64> = row.try_get("oldest").map_err(on_error())?;
+        Ok(InboxStats {
+            entries: count("entries")?,
+            consumers: count("consumers")?,
+            duplicates: count("duplicates")?,
+            oldest_age: oldest.map(|secs| Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::ZERO)),
+        })
     }
 }

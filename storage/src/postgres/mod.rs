@@ -21,7 +21,7 @@ use hexeract_runtime::ports::outbox::StoreError;
 
 pub use inbox::PgInbox;
 pub use outbox::PgOutbox;
-pub use schema::migrate;
+pub use schema::{check_schema, migrate};
 
 use crate::TableName;
 use crate::common::errors::{self, ErrorClass};

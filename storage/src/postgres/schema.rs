@@ -5,6 +5,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::store_error;
 use crate::migrate::{Migration, TableKind, check_kind, planned};
+use crate::schema_check::{FoundTable, SchemaProblem, compare};
 use crate::{AppliedMigration, StorageConfig, TableName};
 
 /// The advisory lock key serializing concurrent `migrate` calls
@@ -164,4 +165,42 @@ pub async fn migrate(pool: &PgPool, config: &StorageConfig) -> Result<Vec<Applie
     }
     tx.commit().await.map_err(on_error())?;
     Ok(applied)
+}
+
+/// Index names the migrations create, as suffixes of the table name.
+const OUTBOX_INDEXES: [&str; 4] = ["_claim_idx", "_key_idx", "_sent_idx", "_dead_idx"];
+const INBOX_INDEXES: [&str; 1] = ["_received_idx"];
+
+/// Checks the tables `config` names (in the connection's current schema)
+/// against what the stores need: every missing table, column and index,
+/// named. An empty list means the schema is complete.
+///
+/// # Errors
+/// The catalog queries' errors.
+pub async fn check_schema(pool: &PgPool, config: &StorageConfig) -> Result<Vec<SchemaProblem>, StoreError> {
+    let mut problems = Vec::new();
+    for (table, kind) in planned(config)? {
+        let on_error = || store_error("checking the schema", &table);
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1",
+        )
+        .bind(table.as_str())
+        .fetch_all(pool)
+        .await
+        .map_err(on_error())?;
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1",
+        )
+        .bind(table.as_str())
+        .fetch_all(pool)
+        .await
+        .map_err(on_error())?;
+        let suffixes: &[&'static str] = match kind {
+            TableKind::Outbox => &OUTBOX_INDEXES,
+            TableKind::Inbox => &INBOX_INDEXES,
+        };
+        problems.extend(compare(&table, kind, suffixes, &FoundTable { columns, indexes }));
+    }
+    Ok(problems)
 }

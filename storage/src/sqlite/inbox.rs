@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use hexeract_runtime::MessageId;
 use hexeract_runtime::ports::outbox::StoreError;
-use sqlx::{AssertSqlSafe, Sqlite, SqlitePool, Transaction};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::{NOW, store_error};
 use crate::common::{ID_CHUNK, durations};
 use crate::inbox::check_consumer;
-use crate::{InboxOutcome, TableName};
+use crate::{InboxOutcome, InboxStats, TableName};
 
 /// The inbox on SQLite: which message ids each consumer has processed.
 ///
@@ -128,5 +128,32 @@ impl SqliteInbox {
                 return Ok(total);
             }
         }
+    }
+
+    /// Entries, consumers, duplicates skipped and the oldest entry's age.
+    ///
+    /// # Errors
+    /// The query's error ([`StoreError::MissingTable`] before migrating).
+    pub async fn stats(&self) -> Result<InboxStats, StoreError> {
+        let on_error = || store_error("reading inbox stats", &self.table);
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS entries, COUNT(DISTINCT consumer) AS consumers, \
+               COALESCE(SUM(duplicates), 0) AS duplicates, {NOW} - MIN(received_at) AS oldest \
+             FROM {}",
+            self.table.ansi_quoted()
+        )))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(on_error())?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(row.try_get::<i64, _>(column).map_err(on_error())?).unwrap_or(0))
+        };
+        let oldest: Option<i64> = row.try_get("oldest").map_err(on_error())?;
+        Ok(InboxStats {
+            entries: count("entries")?,
+            consumers: count("consumers")?,
+            duplicates: count("duplicates")?,
+            oldest_age: oldest.map(|millis| Duration::from_millis(u64::try_from(millis).unwrap_or(0))),
+        })
     }
 }

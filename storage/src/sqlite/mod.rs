@@ -23,7 +23,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 pub use inbox::SqliteInbox;
 pub use outbox::SqliteOutbox;
-pub use schema::migrate;
+pub use schema::{check_schema, migrate};
 
 use crate::TableName;
 use crate::common::errors::{self, ErrorClass};

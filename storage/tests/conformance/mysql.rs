@@ -197,4 +197,22 @@ impl Backend for MySqlBackend {
         let outbox = MySqlOutbox::new(pool, OutboxConfig::default().table(table.clone())).expect("outbox");
         (outbox, Box::new(()))
     }
+
+    fn url(&self) -> String {
+        // MariaDB's own scheme, which the CLI accepts too.
+        let url = std::env::var("HEXERACT_MYSQL_URL").expect("set when connected");
+        url.replacen("mysql:", "mariadb:", 1)
+    }
+
+    async fn drop_index_and_column(&self, table: &TableName, index_suffix: &str, column: &str) {
+        let index = format!("{}{index_suffix}", table.as_str());
+        sqlx::query(AssertSqlSafe(format!("DROP INDEX `{index}` ON {}", table.backtick_quoted())))
+            .execute(&self.pool)
+            .await
+            .expect("drop index");
+        sqlx::query(AssertSqlSafe(format!("ALTER TABLE {} DROP COLUMN {column}", table.backtick_quoted())))
+            .execute(&self.pool)
+            .await
+            .expect("drop column");
+    }
 }

@@ -196,6 +196,19 @@ impl Backend for PgBackend {
         let outbox = PgOutbox::new(pool, OutboxConfig::default().table(table.clone())).expect("outbox");
         (outbox, Box::new(()))
     }
+
+    fn url(&self) -> String {
+        std::env::var("HEXERACT_PG_URL").expect("set when connected")
+    }
+
+    async fn drop_index_and_column(&self, table: &TableName, index_suffix: &str, column: &str) {
+        let index = format!("{}{index_suffix}", table.as_str());
+        sqlx::query(AssertSqlSafe(format!("DROP INDEX \"{index}\""))).execute(&self.pool).await.expect("drop index");
+        sqlx::query(AssertSqlSafe(format!("ALTER TABLE {} DROP COLUMN {column}", table.ansi_quoted())))
+            .execute(&self.pool)
+            .await
+            .expect("drop column");
+    }
 }
 
 /// PostgreSQL only: a save committed through one outbox wakes another

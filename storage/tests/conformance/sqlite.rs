@@ -200,4 +200,17 @@ impl Backend for SqliteBackend {
         let outbox = SqliteOutbox::new(impatient, OutboxConfig::default().table(table.clone())).expect("outbox");
         (outbox, Box::new(lock))
     }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+
+    async fn drop_index_and_column(&self, table: &TableName, index_suffix: &str, column: &str) {
+        let index = format!("{}{index_suffix}", table.as_str());
+        sqlx::query(AssertSqlSafe(format!("DROP INDEX \"{index}\""))).execute(&self.pool).await.expect("drop index");
+        sqlx::query(AssertSqlSafe(format!("ALTER TABLE {} DROP COLUMN {column}", table.ansi_quoted())))
+            .execute(&self.pool)
+            .await
+            .expect("drop column");
+    }
 }

@@ -623,3 +623,107 @@ pub async fn kept_rows_are_counted_and_purged<B: Backend>(backend: &B) {
     assert_eq!(backend.count(&tables.outbox).await, 0);
     tables.drop(backend).await;
 }
+
+async fn connect_by_url<B: Backend>(backend: &B) -> Database {
+    Database::connect(&backend.url()).await.expect("connect by URL")
+}
+
+pub async fn schema_check_names_what_is_missing<B: Backend>(backend: &B) {
+    let (tables, _outbox) = setup(backend, "check", SentRetention::Delete).await;
+    let db = connect_by_url(backend).await;
+    let config = StorageConfig::default().outbox(tables.outbox.clone()).inbox(Some(tables.inbox.clone()));
+    assert_eq!(db.check_schema(&config).await.expect("check"), vec![], "a migrated schema is complete");
+
+    let absent = unique("absent");
+    let problems = db.check_schema(&StorageConfig::default().outbox(absent.clone()).inbox(None)).await.expect("check");
+    assert_eq!(problems, vec![SchemaProblem::MissingTable { table: absent.to_string() }]);
+
+    backend.drop_index_and_column(&tables.outbox, "_sent_idx", "last_error").await;
+    backend.drop_index_and_column(&tables.inbox, "_received_idx", "last_duplicate_at").await;
+    let problems: Vec<String> =
+        db.check_schema(&config).await.expect("check").iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        vec![
+            format!("table `{}` has no column `last_error`", tables.outbox),
+            format!("table `{}` has no index `{}_sent_idx`", tables.outbox, tables.outbox),
+            format!("table `{}` has no column `last_duplicate_at`", tables.inbox),
+            format!("table `{}` has no index `{}_received_idx`", tables.inbox, tables.inbox),
+        ]
+    );
+    db.close().await;
+    tables.drop(backend).await;
+}
+
+pub async fn dead_rows_are_listed_shown_replayed_and_purged<B: Backend>(backend: &B) {
+    let (tables, outbox) = setup(backend, "deadops", SentRetention::Delete).await;
+    let db = connect_by_url(backend).await;
+    let table = &tables.outbox;
+    let events: Vec<OrderPlaced> = (0..4).map(|order| OrderPlaced { order }).collect();
+    let saved = backend.save_events(&outbox, &events, true).await;
+    let owner = LeaseOwner::new();
+    let claimed = outbox.claim(owner, n(10), LEASE).await.expect("claim");
+    assert_eq!(ids(&claimed), saved);
+    for id in &saved[..3] {
+        assert!(outbox.mark_dead(owner, *id, &format!("broker said no to {id}")).await.expect("mark_dead"));
+    }
+    // The fourth stays leased: in flight.
+    let stats = db.outbox_stats(table).await.expect("stats");
+    assert_eq!((stats.pending, stats.in_flight, stats.dead), (0, 1, 3));
+    assert!(stats.oldest_pending_age.is_some());
+
+    let dead = db.list_dead(table, 100).await.expect("list");
+    assert_eq!(dead.iter().map(|row| row.id).collect::<Vec<_>>(), saved[..3].to_vec(), "oldest first");
+    let shown = db.show_dead(table, saved[1]).await.expect("show").expect("a dead row");
+    assert_eq!(shown.row.last_error, Some(format!("broker said no to {}", saved[1])));
+    assert_eq!(shown.row.name, OrderPlaced::NAME);
+    assert_eq!(shown.content_type, "application/json");
+    assert_eq!(shown.correlation_id, saved[1]);
+    assert_eq!(serde_json::from_slice::<OrderPlaced>(&shown.payload).expect("payload"), OrderPlaced { order: 1 });
+    assert_eq!(db.show_dead(table, saved[3]).await.expect("show"), None, "a leased row is not dead");
+    assert_eq!(db.show_dead(table, MessageId::new()).await.expect("show"), None);
+
+    // Replay one, then the rest: they are claimable again, attempt 1.
+    assert!(db.retry_dead(table, saved[0]).await.expect("retry"));
+    assert!(!db.retry_dead(table, saved[0]).await.expect("retry"), "only dead rows are replayed");
+    assert_eq!(db.retry_all_dead(table).await.expect("retry all"), 2);
+    assert_eq!(outbox.mark_sent(owner, &saved[3..]).await.expect("mark_sent"), 1);
+    let replayed = outbox.claim(owner, n(10), LEASE).await.expect("claim");
+    assert_eq!(ids(&replayed), saved[..3].to_vec());
+    assert!(replayed.iter().all(|record| record.attempt() == 1));
+
+    // Kill one again and purge: nothing is old enough for an hour, all of
+    // it for zero.
+    assert!(outbox.mark_dead(owner, saved[2], "again").await.expect("mark_dead"));
+    assert_eq!(outbox.mark_sent(owner, &saved[..2]).await.expect("mark_sent"), 2);
+    assert_eq!(db.purge_dead(table, Duration::from_secs(3600)).await.expect("purge"), 0);
+    // The database clock keeps milliseconds (SQLite): let one pass.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(db.purge_dead(table, Duration::ZERO).await.expect("purge"), 1);
+    let stats = db.outbox_stats(table).await.expect("stats");
+    assert_eq!((stats.pending, stats.in_flight, stats.dead, stats.oldest_pending_age), (0, 0, 0, None));
+    assert_eq!(backend.count(table).await, 0);
+    db.close().await;
+    tables.drop(backend).await;
+}
+
+pub async fn inbox_stats_and_purge<B: Backend>(backend: &B) {
+    let (tables, _outbox) = setup(backend, "inops", SentRetention::Delete).await;
+    let db = connect_by_url(backend).await;
+    let inbox = &tables.inbox;
+    let empty = db.inbox_stats(inbox).await.expect("stats");
+    assert_eq!((empty.entries, empty.consumers, empty.duplicates, empty.oldest_age), (0, 0, 0, None));
+    let (first, second) = (MessageId::new(), MessageId::new());
+    for (id, consumer) in [(first, "projection"), (second, "projection"), (first, "audit"), (first, "projection")] {
+        backend.inbox_record(inbox, id, consumer, Duration::ZERO).await;
+    }
+    let stats = db.inbox_stats(inbox).await.expect("stats");
+    assert_eq!((stats.entries, stats.consumers, stats.duplicates), (3, 2, 1));
+    assert!(stats.oldest_age.is_some());
+    assert_eq!(db.purge_inbox(inbox, Duration::from_secs(3600)).await.expect("purge"), 0);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(db.purge_inbox(inbox, Duration::ZERO).await.expect("purge"), 3);
+    assert_eq!(db.inbox_stats(inbox).await.expect("stats").entries, 0);
+    db.close().await;
+    tables.drop(backend).await;
+}
