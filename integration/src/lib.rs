@@ -21,6 +21,32 @@ pub async fn within<T>(limit: Duration, test: impl Future<Output = T>) -> T {
     }
 }
 
+/// The connection URL in the environment variable `var` for `service`, or
+/// `None` when it is unset: the caller skips, after this printed a line
+/// saying so. Under `CI=true` an unset variable is a failure instead, so a
+/// CI run can never pass by skipping its real-service tests.
+///
+/// # Panics
+/// When `var` is unset and `CI=true`.
+pub fn service_url(var: &str, service: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{var} is not set and CI=true: the {service} tests must run in CI")
+        }
+        _ => {
+            println!("SKIPPED: {var} is not set; the {service} tests need a real {service}");
+            None
+        }
+    }
+}
+
+/// A name no earlier run used: brokers keep durable queues between runs.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{prefix}.{:x}{:04x}", nanos, fastrand::u16(..))
+}
+
 /// Polls `condition` every few milliseconds until it holds or `limit` passes.
 /// Returns whether it held.
 pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {

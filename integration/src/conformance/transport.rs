@@ -53,6 +53,7 @@ use std::time::Duration;
 use hexeract_runtime::BoxFuture;
 use hexeract_runtime::ports::transport::{Capabilities, Transport};
 use hexeract_transport_memory::MemoryTransport;
+use hexeract_transport_rabbitmq::RabbitTransport;
 
 pub use delivery::{
     cancel_returns_unacked_messages, consume_and_ack_removes_the_message,
@@ -107,6 +108,26 @@ impl Operator for MemoryTransport {
     }
 }
 
+impl Operator for RabbitTransport {
+    fn delete_queue<'a>(&'a self, queue: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move { RabbitTransport::delete_queue(self, queue).await.map(drop).map_err(|e| e.to_string()) })
+    }
+
+    fn disconnect(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            RabbitTransport::disconnect(self).await;
+            Ok(())
+        })
+    }
+
+    fn reconnect(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.allow_reconnect();
+            Ok(())
+        })
+    }
+}
+
 /// A transport under test, with the operator hooks into its broker.
 #[derive(Clone)]
 pub struct TestedTransport {
@@ -120,6 +141,12 @@ impl TestedTransport {
     /// `broker` as both transport and operator.
     pub fn memory(broker: MemoryTransport) -> Self {
         TestedTransport { transport: Arc::new(broker.clone()), operator: Arc::new(broker) }
+    }
+
+    /// A RabbitMQ connection as both transport and operator.
+    pub fn rabbitmq(transport: RabbitTransport) -> Self {
+        let transport = Arc::new(transport);
+        TestedTransport { transport: Arc::clone(&transport) as Arc<dyn Transport>, operator: transport }
     }
 }
 

@@ -25,6 +25,7 @@ use crate::ports::wire::WireMessage;
 
 /// Where a message is published.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Destination {
     /// An exchange and a routing key, matched against its bindings.
     Exchange {
@@ -85,13 +86,30 @@ pub enum ExchangeKind {
 
 /// An exchange to declare.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExchangeSpec {
     /// Its name.
     pub name: String,
     /// Its kind.
     pub kind: ExchangeKind,
-    /// Survives a broker restart.
+    /// Survives a broker restart. Default `true` in a topology file.
+    #[serde(default = "durable_by_default")]
     pub durable: bool,
+}
+
+fn durable_by_default() -> bool {
+    true
+}
+
+/// How a broker stores a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    /// One copy (RabbitMQ's classic queue).
+    #[default]
+    Classic,
+    /// Replicated with Raft (RabbitMQ's quorum queue; always durable).
+    Quorum,
 }
 
 /// What a full bounded queue does with one more message.
@@ -106,18 +124,31 @@ pub enum Overflow {
     Block,
 }
 
-/// A queue to declare.
+/// A queue to declare. In a topology file only `name` is required.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueueSpec {
     /// Its name.
     pub name: String,
     /// Survives a broker restart (and so do its persistent messages).
+    /// Default `true` in a topology file.
+    #[serde(default = "durable_by_default")]
     pub durable: bool,
+    /// How the broker stores it.
+    #[serde(default)]
+    pub kind: QueueKind,
     /// At most this many ready messages.
+    #[serde(default)]
     pub max_length: Option<u32>,
     /// What happens past `max_length`.
+    #[serde(default)]
     pub overflow: Overflow,
-    /// Where rejected-without-requeue messages go.
+    /// Messages older than this many milliseconds expire (and are
+    /// dead-lettered, if the queue has a destination for that).
+    #[serde(default)]
+    pub message_ttl_ms: Option<u64>,
+    /// Where rejected-without-requeue and expired messages go.
+    #[serde(default)]
     pub dead_letter: Option<Destination>,
 }
 
@@ -127,8 +158,10 @@ impl QueueSpec {
         QueueSpec {
             name: name.into(),
             durable: true,
+            kind: QueueKind::Classic,
             max_length: None,
             overflow: Overflow::default(),
+            message_ttl_ms: None,
             dead_letter: None,
         }
     }
@@ -136,6 +169,7 @@ impl QueueSpec {
 
 /// A binding of a queue to an exchange.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Binding {
     /// The exchange.
     pub exchange: String,
@@ -146,14 +180,72 @@ pub struct Binding {
 }
 
 /// Exchanges, queues and bindings, declared idempotently.
+///
+/// Also the shape of a topology file ([`Topology::from_toml`]):
+///
+/// ```toml
+/// [[exchanges]]
+/// name = "orders"
+/// kind = "topic"
+///
+/// [[queues]]
+/// name = "billing"
+/// kind = "quorum"
+/// max_length = 100000
+///
+/// [[bindings]]
+/// exchange = "orders"
+/// queue = "billing"
+/// routing_key = "orders.#"
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Topology {
     /// Exchanges.
+    #[serde(default)]
     pub exchanges: Vec<ExchangeSpec>,
     /// Queues.
+    #[serde(default)]
     pub queues: Vec<QueueSpec>,
     /// Bindings.
+    #[serde(default)]
     pub bindings: Vec<Binding>,
+}
+
+/// Why a topology file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid topology file: {0}")]
+pub struct TopologyFileError(String);
+
+impl Topology {
+    /// Reads a topology from TOML text (the format in the type's docs); an
+    /// unknown key is an error, not ignored.
+    ///
+    /// # Errors
+    /// [`TopologyFileError`] naming the line and the problem.
+    pub fn from_toml(text: &str) -> Result<Self, TopologyFileError> {
+        toml::from_str(text).map_err(|error| TopologyFileError(error.to_string()))
+    }
+
+    /// Adds everything in `other` that is not here yet (by name; bindings by
+    /// value).
+    pub fn merge(&mut self, other: &Topology) {
+        for exchange in &other.exchanges {
+            if !self.exchanges.iter().any(|known| known.name == exchange.name) {
+                self.exchanges.push(exchange.clone());
+            }
+        }
+        for queue in &other.queues {
+            if !self.queues.iter().any(|known| known.name == queue.name) {
+                self.queues.push(queue.clone());
+            }
+        }
+        for binding in &other.bindings {
+            if !self.bindings.contains(binding) {
+                self.bindings.push(binding.clone());
+            }
+        }
+    }
 }
 
 /// A broker's acknowledgement handle for one delivery.

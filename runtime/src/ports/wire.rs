@@ -36,6 +36,12 @@ pub const ORIGINAL_EXCHANGE: &str = "x-original-exchange";
 /// Header set on dead letters: the routing key it was first published with.
 pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
 
+/// Set by a transport adapter on a message whose headers it could not read
+/// as text (an AMQP table or array, bytes that are not UTF-8), naming them.
+/// Such a message does not decode ([`WireMessage::to_envelope`] fails), so
+/// the consumer dead-letters it with this reason instead of guessing.
+pub const UNREADABLE_HEADERS: &str = "x-hexeract-unreadable-headers";
+
 /// The highest attempt number accepted from the wire. A forged or corrupted
 /// header must not mean "retry forever".
 pub const MAX_WIRE_ATTEMPT: u32 = 1_000_000;
@@ -123,6 +129,9 @@ impl WireMessage {
             CodecError::UnknownContentType(found) => WireError::ContentType(found),
             other => WireError::Invalid { field: "content_type", reason: other.to_string() },
         })?;
+        if let Some(names) = self.headers.get(UNREADABLE_HEADERS) {
+            return Err(WireError::Invalid { field: "headers", reason: format!("not text: {names}") });
+        }
         let mut headers = self.headers.clone();
         let causation_id = headers.remove(CAUSATION_ID).map(|text| parse_id(CAUSATION_ID, &text)).transpose()?;
         let attempt = match headers.remove(ATTEMPT) {

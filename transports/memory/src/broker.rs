@@ -139,6 +139,12 @@ impl State {
         let mut new_queues: HashMap<&str, &QueueSpec> = HashMap::new();
         for spec in &topology.queues {
             check_name("queue name", &spec.name)?;
+            if spec.message_ttl_ms.is_some() {
+                return Err(TransportError::Invalid {
+                    what: "queue",
+                    reason: format!("`{}`: the memory transport has no message TTL", spec.name),
+                });
+            }
             if let Some(destination) = &spec.dead_letter {
                 check_destination(destination)?;
             }
@@ -542,12 +548,16 @@ fn exchange_conflict(existing: &ExchangeSpec, wanted: &ExchangeSpec) -> Result<(
 fn queue_conflict(existing: &QueueSpec, wanted: &QueueSpec) -> Result<(), TransportError> {
     let property = if existing.durable != wanted.durable {
         "durable"
+    } else if existing.kind != wanted.kind {
+        "kind"
     } else if existing.max_length != wanted.max_length {
         "max_length"
     } else if existing.overflow != wanted.overflow {
         "overflow"
     } else if existing.dead_letter != wanted.dead_letter {
         "dead_letter"
+    } else if existing.message_ttl_ms != wanted.message_ttl_ms {
+        "message_ttl_ms"
     } else {
         return Ok(());
     };
