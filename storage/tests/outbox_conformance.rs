@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::io::Write as _;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,31 +128,12 @@ trait Backend: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = (Self::Outbox, Box<dyn std::any::Any + Send>)> + Send;
 }
 
-/// Writes straight to the terminal: libtest does not capture this, so a
-/// skipped dialect is visible in a passing run.
-fn announce(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "\n{line}");
-}
-
-/// The URL in `var`, or `None` (skipped) when unset outside CI.
+// The URL-or-skip rule, shared with the CLI's tests.
+#[path = "conformance/env.rs"]
+mod env;
+use env::announce;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
-fn database_url(var: &str, dialect: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{var} is not set and CI=true: the {dialect} conformance cases must run in CI");
-            }
-            static ONCE: Mutex<Vec<String>> = Mutex::new(Vec::new());
-            let mut seen = ONCE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !seen.iter().any(|v| v == var) {
-                seen.push(var.to_owned());
-                announce(&format!("SKIPPED: {var} not set; the {dialect} conformance cases did not run"));
-            }
-            None
-        }
-    }
-}
+use env::database_url;
 
 fn unique(tag: &str) -> TableName {
     let suffix = Uuid::new_v4().simple().to_string();

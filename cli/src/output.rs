@@ -1,0 +1,33 @@
+//! Everything the CLI prints goes through [`Output`], which scrubs
+//! passwords.
+
+use std::io::Write as _;
+
+use crate::secret::Secrets;
+
+/// Standard output, scrubbed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    secrets: Secrets,
+}
+
+impl Output {
+    pub fn new(secrets: Secrets) -> Self {
+        Output { secrets }
+    }
+
+    /// Prints `text` and a newline.
+    pub fn line(&self, text: impl AsRef<str>) {
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe (`| head`) is not an error worth reporting.
+        let _ = writeln!(stdout, "{}", self.secrets.scrub(text.as_ref()));
+    }
+
+    /// Prints aligned `label  value` pairs.
+    pub fn pairs(&self, pairs: &[(&str, String)]) {
+        let width = pairs.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
+        for (label, value) in pairs {
+            self.line(format!("{label:<width$}  {value}"));
+        }
+    }
+}
