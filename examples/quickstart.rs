@@ -18,12 +18,14 @@
 //! With no configuration it uses an SQLite file in a temporary directory and
 //! the in-process broker. `DATABASE_URL=postgres://…` or `mysql://…` runs the
 //! same flow on that database (build with `--features postgres` or
-//! `--features mysql`). Exits non-zero if anything was lost.
+//! `--features mysql`); `HEXERACT_AMQP_URL=amqp://…` runs it over RabbitMQ.
+//! Exits non-zero if anything was lost.
 //!
 //! ```text
 //! cargo run --example quickstart
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo run --example quickstart --features postgres
 //! DATABASE_URL=mysql://root@127.0.0.1:3306/test cargo run --example quickstart --features mysql
+//! HEXERACT_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --example quickstart
 //! ```
 
 use std::time::{Duration, Instant};
@@ -38,6 +40,8 @@ use serde::{Deserialize, Serialize};
 const ORDERS: u32 = 1_000;
 const DUPLICATES: usize = 50;
 const CONSUMER: &str = "order_projection";
+/// The bus queue `project_order` consumes (as named in its `#[handler]`).
+const PROJECTION_QUEUE: &str = "quickstart.projection";
 
 // ---- messages -------------------------------------------------------------
 
@@ -351,6 +355,27 @@ where
     Ok(())
 }
 
+/// The RabbitMQ broker at `url`, with the projection queue emptied of what an
+/// earlier, interrupted run may have left in it (the database was reset).
+#[cfg(feature = "rabbitmq")]
+async fn rabbitmq(url: &str) -> Result<std::sync::Arc<hexeract::bus::rabbitmq::RabbitTransport>, BoxError> {
+    use hexeract::bus::rabbitmq::RabbitTransport;
+    let transport = RabbitTransport::connect_url(url).await?;
+    println!("broker: RabbitMQ at {}", transport.config().url);
+    for queue in [PROJECTION_QUEUE, &hexeract::bus::dead_letter_queue(PROJECTION_QUEUE)] {
+        match transport.purge_queue(queue).await {
+            Ok(_) | Err(hexeract::bus::TransportError::NotFound(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(std::sync::Arc::new(transport))
+}
+
+#[cfg(not(feature = "rabbitmq"))]
+async fn rabbitmq(_: &str) -> Result<hexeract::bus::MemoryTransport, BoxError> {
+    Err("HEXERACT_AMQP_URL is set: build with the `rabbitmq` feature (on by default)".into())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let started = Instant::now();
@@ -358,13 +383,16 @@ async fn main() -> Result<(), BoxError> {
     let url = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
     let db = Db::connect(url.as_deref(), dir.path()).await?;
 
-    let system = Hexeract::builder()
+    let builder = Hexeract::builder()
         .state(db.clone())
         .outbox(db.outbox())
         .relay(RelayConfig::default().poll_interval(Duration::from_millis(200)))
-        .discover_handlers()
-        .start()
-        .await?;
+        .discover_handlers();
+    let builder = match std::env::var("HEXERACT_AMQP_URL").ok().filter(|url| !url.is_empty()) {
+        None => builder,
+        Some(url) => builder.transport(rabbitmq(&url).await?),
+    };
+    let system = builder.start().await?;
     let mediator = system.mediator();
 
     // 1,000 orders from 8 concurrent clients.

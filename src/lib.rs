@@ -37,6 +37,8 @@
 extern crate self as hexeract;
 
 mod builder;
+#[cfg(feature = "prometheus")]
+mod endpoint;
 mod system;
 
 pub use builder::{Builder, Hexeract};
@@ -63,6 +65,14 @@ pub mod bus {
     };
     pub use hexeract_runtime::ports::wire::{self, WireError, WireMessage};
     pub use hexeract_transport_memory::MemoryTransport;
+
+    /// The RabbitMQ transport (feature `rabbitmq`, on by default).
+    #[cfg(feature = "rabbitmq")]
+    pub mod rabbitmq {
+        pub use hexeract_transport_rabbitmq::{
+            AmqpUrl, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, InvalidUrl, RabbitConfig, RabbitTransport,
+        };
+    }
 }
 
 /// The outbox: the store port, and the relay's settings.
@@ -94,7 +104,8 @@ pub mod storage {
 /// Per-actor figures: what [`System::metrics`] returns.
 pub mod metrics {
     pub use hexeract_runtime::metrics::{
-        ActorSnapshot, ActorStatus, Latency, MetricsSnapshot, Outcome, OutcomeCounts, TreeNode,
+        ActorSnapshot, ActorStatus, Latency, MetricsSnapshot, OutboxFigures, Outcome, OutcomeCounts, SystemSnapshot,
+        TreeNode,
     };
 }
 

@@ -338,6 +338,34 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Box<dyn Subscription>, TransportError>>;
 }
 
+/// A shared transport is a transport: keep a handle (for operator
+/// functions) and give the system a clone.
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+
+    fn declare<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<(), TransportError>> {
+        (**self).declare(topology)
+    }
+
+    fn publish(&self, message: Outgoing) -> BoxFuture<'_, Result<(), PublishError>> {
+        (**self).publish(message)
+    }
+
+    fn consume<'a>(
+        &'a self,
+        queue: &'a str,
+        prefetch: NonZeroU16,
+    ) -> BoxFuture<'a, Result<Box<dyn Subscription>, TransportError>> {
+        (**self).consume(queue, prefetch)
+    }
+}
+
 /// Why a publish was not confirmed. The caller (an outbox relay, a retry)
 /// still owns the message and decides whether to try again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
