@@ -38,6 +38,8 @@ impl Hexeract {
             consumer: ConsumerConfig::default(),
             publisher: PublisherConfig::default(),
             migrate: false,
+            #[cfg(feature = "prometheus")]
+            metrics_endpoint: None,
         }
     }
 }
@@ -59,6 +61,8 @@ pub struct Builder {
     consumer: ConsumerConfig,
     publisher: PublisherConfig,
     migrate: bool,
+    #[cfg(feature = "prometheus")]
+    metrics_endpoint: Option<String>,
 }
 
 impl Builder {
@@ -170,6 +174,26 @@ impl Builder {
         self
     }
 
+    /// Serves the system's metrics over HTTP on `address` (`host:port`;
+    /// port 0 picks a free one, see [`System::metrics_address`]):
+    /// Prometheus text at `/metrics`, a JSON snapshot at `/snapshot` (what
+    /// `hexeract top` reads). Off by default: nothing listens unless asked.
+    /// Feature `prometheus`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let system = hexeract::Hexeract::builder().metrics_endpoint("127.0.0.1:9464").start().await?;
+    /// println!("scrape http://{}/metrics", system.metrics_address().expect("enabled"));
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_endpoint(mut self, address: impl Into<String>) -> Self {
+        self.metrics_endpoint = Some(address.into());
+        self
+    }
+
     /// Verifies the handlers, spawns the supervision tree and returns the
     /// running system.
     ///
@@ -215,6 +239,8 @@ impl Builder {
                     .map_err(|source| StartError::Migrate { table: store.table().to_owned(), source })?;
             }
         }
+        #[cfg(feature = "prometheus")]
+        let sampled_outboxes = self.outboxes.clone();
         let needs_bus = self.transport.is_some()
             || !self.outboxes.is_empty()
             || registrations.iter().any(|r| !r.subscriptions().is_empty());
@@ -229,6 +255,20 @@ impl Builder {
         });
         let metrics = MetricsRegistry::new();
         let tree = MediatorTree::start(registrations, config, bus, &metrics).await?;
-        Ok(System::new(tree, metrics, escalations))
+        #[cfg_attr(not(feature = "prometheus"), allow(unused_mut))]
+        let mut system = System::new(tree, metrics, escalations);
+        #[cfg(feature = "prometheus")]
+        if let Some(address) = self.metrics_endpoint {
+            let started = crate::endpoint::MetricsEndpoint::start(&address, system.registry(), sampled_outboxes).await;
+            match started {
+                Ok(endpoint) => system.endpoint = Some(endpoint),
+                Err(error) => {
+                    // Leave nothing running behind a failed start.
+                    system.shutdown(std::time::Duration::from_secs(5)).await;
+                    return Err(StartError::Config(format!("metrics endpoint on {address}: {error}")));
+                }
+            }
+        }
+        Ok(system)
     }
 }

@@ -15,11 +15,33 @@ pub struct System {
     mediator: Mediator,
     metrics: MetricsRegistry,
     escalations: Arc<Mutex<Vec<Escalation>>>,
+    #[cfg(feature = "prometheus")]
+    pub(crate) endpoint: Option<crate::endpoint::MetricsEndpoint>,
 }
 
 impl System {
     pub(crate) fn new(tree: MediatorTree, metrics: MetricsRegistry, escalations: Arc<Mutex<Vec<Escalation>>>) -> Self {
-        System { mediator: tree.mediator(), tree, metrics, escalations }
+        System {
+            mediator: tree.mediator(),
+            tree,
+            metrics,
+            escalations,
+            #[cfg(feature = "prometheus")]
+            endpoint: None,
+        }
+    }
+
+    #[cfg(feature = "prometheus")]
+    pub(crate) fn registry(&self) -> MetricsRegistry {
+        self.metrics.clone()
+    }
+
+    /// Where the metrics endpoint listens, when
+    /// [`Builder::metrics_endpoint`](crate::Builder::metrics_endpoint)
+    /// enabled it. Feature `prometheus`.
+    #[cfg(feature = "prometheus")]
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.endpoint.as_ref().map(crate::endpoint::MetricsEndpoint::address)
     }
 
     /// The mediator, for `send`, `query` and `publish`. Clone it freely.
@@ -51,6 +73,10 @@ impl System {
     pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
         let started = Instant::now();
         let (actors, deadline_reached) = self.tree.shutdown(started + deadline).await;
+        #[cfg(feature = "prometheus")]
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.stop();
+        }
         let report = ShutdownReport { actors, elapsed: started.elapsed(), deadline_reached };
         tracing::info!(drained = report.drained(), abandoned = report.abandoned(), elapsed = ?report.elapsed, "hexeract stopped");
         report

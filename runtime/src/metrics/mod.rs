@@ -10,8 +10,8 @@
 mod registry;
 mod snapshot;
 
-pub use registry::{ActorMetrics, MetricsRegistry};
-pub use snapshot::{ActorSnapshot, Latency, MetricsSnapshot, OutcomeCounts, TreeNode};
+pub use registry::{ActorMetrics, LatencyHistogram, MetricsRegistry};
+pub use snapshot::{ActorSnapshot, Latency, MetricsSnapshot, OutboxFigures, OutcomeCounts, SystemSnapshot, TreeNode};
 
 use std::sync::OnceLock;
 use std::time::Duration;

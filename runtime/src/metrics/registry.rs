@@ -46,6 +46,50 @@ impl MetricsRegistry {
     }
 }
 
+/// One actor's handling latency as cumulative buckets, for exposition
+/// formats that want a histogram (Prometheus).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    /// The actor's path.
+    pub path: String,
+    /// Samples recorded.
+    pub count: u64,
+    /// Sum of the samples, in seconds (from the histogram's mean, so within
+    /// its 1 % precision).
+    pub sum_seconds: f64,
+    /// For each bound asked for, the samples at or below it.
+    pub cumulative: Vec<u64>,
+}
+
+impl MetricsRegistry {
+    /// Every actor's latency as cumulative counts at `bounds` (ascending).
+    /// Each histogram is copied under its lock, as for a snapshot; the
+    /// counting happens outside it.
+    pub fn latency_histograms(&self, bounds: &[Duration]) -> Vec<LatencyHistogram> {
+        let actors: Vec<Arc<ActorMetrics>> =
+            self.actors.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        actors
+            .iter()
+            .map(|actor| {
+                let histogram = actor.latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let cumulative = bounds
+                    .iter()
+                    .map(|bound| {
+                        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).min(HISTOGRAM_MAX_NS);
+                        histogram.count_between(0, nanos)
+                    })
+                    .collect();
+                LatencyHistogram {
+                    path: actor.path.clone(),
+                    count: histogram.len(),
+                    sum_seconds: histogram.mean() * histogram.len() as f64 / 1e9,
+                    cumulative,
+                }
+            })
+            .collect()
+    }
+}
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 2).expect("static histogram bounds are valid")
 }

@@ -5,6 +5,29 @@ use serde::{Deserialize, Serialize};
 
 use super::ActorStatus;
 
+/// What a system's metrics endpoint serves as JSON (`/snapshot`), and what
+/// `hexeract top` reads: the actor tree and the outbox figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemSnapshot {
+    /// Every actor's figures.
+    pub actors: MetricsSnapshot,
+    /// One entry per relayed outbox table, as last sampled.
+    pub outboxes: Vec<OutboxFigures>,
+    /// Seconds since the system started.
+    pub uptime_secs: f64,
+}
+
+/// An outbox table's counts, sampled periodically off the relay's path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxFigures {
+    /// The table.
+    pub table: String,
+    /// The last successful sample, if any.
+    pub stats: Option<crate::ports::outbox::OutboxStats>,
+    /// Why the last sample failed, if it did.
+    pub error: Option<String>,
+}
+
 /// Every actor's figures at one moment, arranged as the supervision tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsSnapshot {
