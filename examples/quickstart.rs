@@ -27,6 +27,16 @@
 //! DATABASE_URL=mysql://root@127.0.0.1:3306/test cargo run --example quickstart --features mysql
 //! HEXERACT_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --example quickstart
 //! ```
+//!
+//! `--serve [ADDR]` (build with `--features prometheus`) keeps the system
+//! running after the flow, placing a few orders a second, with the metrics
+//! endpoint on `ADDR` (default `127.0.0.1:9464`): Prometheus text at
+//! `/metrics`, the snapshot `hexeract top --connect ADDR` reads at
+//! `/snapshot`. Ctrl-C stops it; the summary line is then printed as usual.
+//!
+//! ```text
+//! cargo run --example quickstart --features prometheus -- --serve
+//! ```
 
 use std::time::{Duration, Instant};
 
@@ -388,6 +398,12 @@ async fn main() -> Result<(), BoxError> {
         .outbox(db.outbox())
         .relay(RelayConfig::default().poll_interval(Duration::from_millis(200)))
         .discover_handlers();
+    let serve = serve_address()?;
+    #[cfg(feature = "prometheus")]
+    let builder = match &serve {
+        Some(address) => builder.metrics_endpoint(address.clone()),
+        None => builder,
+    };
     let builder = match std::env::var("HEXERACT_AMQP_URL").ok().filter(|url| !url.is_empty()) {
         None => builder,
         Some(url) => builder.transport(rabbitmq(&url).await?),
@@ -436,6 +452,11 @@ async fn main() -> Result<(), BoxError> {
     })
     .await?;
 
+    let mut expected = i64::from(ORDERS);
+    if serve.is_some() {
+        expected += serve_until_signal(&system, &db).await?;
+    }
+
     let (orders, consumed) = db.counts().await?;
     let relayed = db.outbox().stats().await?.sent;
     let duplicates = db.duplicates().await?;
@@ -446,14 +467,60 @@ async fn main() -> Result<(), BoxError> {
     println!("finished in {:.1?}", started.elapsed());
     println!("\norders={orders} relayed={relayed} consumed={consumed} duplicates_skipped={duplicates} lost={lost}");
 
-    let expected = i64::from(ORDERS);
     if lost != 0
         || orders != expected
         || consumed != expected
-        || relayed != u64::from(ORDERS)
+        || relayed != expected as u64
         || duplicates != DUPLICATES as u64
     {
         return Err("the flow lost or duplicated something: see the summary line".into());
     }
     Ok(())
+}
+
+/// The address after `--serve`, its default, or `None` without the flag.
+fn serve_address() -> Result<Option<String>, BoxError> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(at) = args.iter().position(|arg| arg == "--serve") else {
+        if let Some(unknown) = args.first() {
+            return Err(format!("unknown argument `{unknown}`; the only flag is --serve [ADDR]").into());
+        }
+        return Ok(None);
+    };
+    if cfg!(not(feature = "prometheus")) {
+        return Err("--serve needs the metrics endpoint: run with `--features prometheus`".into());
+    }
+    Ok(Some(args.get(at + 1).filter(|arg| !arg.starts_with("--")).cloned().unwrap_or_else(|| "127.0.0.1:9464".into())))
+}
+
+/// `--serve`: keeps placing an order every 100 ms until Ctrl-C or SIGTERM,
+/// so that the metrics move; then waits for every order to be projected.
+/// Returns how many orders it placed.
+async fn serve_until_signal(system: &hexeract::System, db: &Db) -> Result<i64, BoxError> {
+    #[cfg(feature = "prometheus")]
+    if let Some(address) = system.metrics_address() {
+        println!(
+            "serving metrics on http://{address}/metrics and /snapshot; `hexeract top --connect {address}`; Ctrl-C stops"
+        );
+    }
+    let mediator = system.mediator();
+    let mut placed = 0;
+    let stop = hexeract::shutdown_signal();
+    tokio::pin!(stop);
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            _ = every.tick() => {
+                mediator.send(PlaceOrder { sku: format!("sku-{}", placed % 97), qty: 1 }).await?;
+                placed += 1;
+            }
+        }
+    }
+    let expected = i64::from(ORDERS) + placed;
+    wait_for("every order to be projected", Duration::from_secs(120), || async {
+        Ok(db.counts().await?.1 == expected)
+    })
+    .await?;
+    Ok(placed)
 }
