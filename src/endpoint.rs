@@ -205,11 +205,19 @@ fn family<M: EncodeMetric>(
     metric_type: MetricType,
     samples: impl IntoIterator<Item = (Labels, M)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut samples = samples.into_iter().peekable();
-    if samples.peek().is_none() {
+    let mut samples: Vec<(Labels, M)> = samples.into_iter().collect();
+    if samples.is_empty() {
         return Ok(());
     }
     let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    // A family without labels is one sample, written `name value` (not
+    // `name{} value`).
+    if samples.len() == 1 && samples[0].0.is_empty() {
+        if let Some((_, value)) = samples.pop() {
+            value.encode(metric)?;
+        }
+        return Ok(());
+    }
     for (labels, value) in samples {
         value.encode(metric.encode_family(&labels)?)?;
     }
