@@ -262,10 +262,11 @@ fn interactive(address: &str, first: SystemSnapshot, handle: &tokio::runtime::Ha
                         KeyCode::Down | KeyCode::Char('j') => state.select_next(),
                         KeyCode::Up | KeyCode::Char('k') => state.select_previous(),
                         KeyCode::Enter => {
-                            if let Some(row) = state.selected().and_then(|i| rows.get(i)) {
-                                if row.has_children && !folded.remove(&row.path) {
-                                    folded.insert(row.path.clone());
-                                }
+                            if let Some(row) = state.selected().and_then(|i| rows.get(i))
+                                && row.has_children
+                                && !folded.remove(&row.path)
+                            {
+                                folded.insert(row.path.clone());
                             }
                         }
                         _ => {}
