@@ -53,7 +53,6 @@
 //! BENCH_SAMPLES=30`.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -65,15 +64,19 @@ use hexeract::bus::{
 };
 use hexeract::outbox::{OutboxStore, RelayConfig};
 use hexeract::storage::postgres::{self, PgOutbox};
-use hexeract::storage::sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use hexeract::storage::sqlx::postgres::{PgPool, PgPoolOptions};
 use hexeract::storage::sqlx::types::Uuid;
-use hexeract::storage::sqlx::types::time::OffsetDateTime;
-use hexeract::storage::sqlx::{self, AssertSqlSafe, Row};
+use hexeract::storage::sqlx::{self, AssertSqlSafe};
 use hexeract::storage::{OutboxConfig, StorageConfig, TableName};
 use hexeract::{BoxFuture, Hexeract, Message, MessageId};
 use serde::{Deserialize, Serialize};
 
-type Failure = String;
+mod support;
+
+use support::{
+    Failure, claimed, count, drop_table, exec, fill, flush, knob, median, percentile, raw_claim_sql, unique,
+    verdict,
+};
 
 const EXCHANGE: &str = "hexeract.events";
 const QUEUE: &str = "bench.outbox.drain";
@@ -106,16 +109,6 @@ struct Config {
     only: Vec<String>,
 }
 
-fn knob<T: std::str::FromStr>(name: &str, default: T) -> Result<T, Failure>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(v) => v.trim().parse().map_err(|e| format!("{name} `{v}`: {e}")),
-        Err(_) => Ok(default),
-    }
-}
-
 impl Config {
     fn from_env(url: String) -> Result<Self, Failure> {
         let only = std::env::var("BENCH_ONLY")
@@ -140,82 +133,7 @@ impl Config {
 
 // ---- helpers ----------------------------------------------------------------------
 
-fn median(values: &[f64]) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
-}
-
-/// The `p`-th percentile (0..=100), nearest rank.
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * values.len() as f64).ceil() as usize;
-    values[rank.clamp(1, values.len()) - 1]
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok { "PASS" } else { "FAIL" }
-}
-
-fn flush() {
-    let _ = std::io::stdout().flush();
-}
-
-fn unique(tag: &str) -> Result<TableName, Failure> {
-    let id = MessageId::new().0.simple().to_string();
-    TableName::new(format!("hxb_{tag}_{}", &id[20..])).map_err(|e| e.to_string())
-}
-
-async fn exec(pool: &PgPool, sql: String) -> Result<(), Failure> {
-    sqlx::query(AssertSqlSafe(sql.clone())).execute(pool).await.map_err(|e| format!("`{sql}`: {e}"))?;
-    Ok(())
-}
-
-async fn count(pool: &PgPool, table: &TableName) -> Result<i64, Failure> {
-    sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {}", table.ansi_quoted())))
-        .fetch_one(pool)
-        .await
-        .map_err(|e| format!("count: {e}"))
-}
-
-async fn drop_table(pool: &PgPool, table: &TableName) -> Result<(), Failure> {
-    exec(pool, format!("DROP TABLE IF EXISTS {}", table.ansi_quoted())).await?;
-    sqlx::query("DELETE FROM hexeract_migrations WHERE table_name = $1")
-        .bind(table.as_str())
-        .execute(pool)
-        .await
-        .map_err(|e| format!("forget migrations: {e}"))?;
-    Ok(())
-}
-
 // ---- 1. drain ---------------------------------------------------------------------
-
-/// Bulk-inserts `rows` pending rows that the relay can read (a JSON payload
-/// of `Placed`, its name, no headers), then vacuums and analyzes.
-async fn fill(pool: &PgPool, table: &TableName, rows: u32) -> Result<(), Failure> {
-    let t = table.ansi_quoted();
-    exec(pool, format!("TRUNCATE {t}")).await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {t} (id, name, payload, content_type, headers, correlation_id) \
-         SELECT u, $2, convert_to('{{\"order\":' || g || ',\"sku\":\"SKU-0042\",\"qty\":3}}', 'UTF8'), \
-           'application/json', '{{}}', u \
-         FROM (SELECT g, gen_random_uuid() AS u FROM generate_series(1, $1) AS g) AS s"
-    )))
-    .bind(i64::from(rows))
-    .bind(Placed::NAME)
-    .execute(pool)
-    .await
-    .map_err(|e| format!("fill: {e}"))?;
-    exec(pool, format!("VACUUM ANALYZE {t}")).await
-}
 
 /// The broker of the drain runs: the relay's exchange, and one queue bound
 /// to the rows' name so that every publish routes.
@@ -313,54 +231,10 @@ async fn drain_store(pool: &PgPool, table: &TableName, config: &Config) -> Resul
     Ok(total as f64 / elapsed.as_secs_f64())
 }
 
-/// One claimed row, decoded as the store decodes it.
-#[allow(dead_code)]
-struct Claimed {
-    seq: i64,
-    id: Uuid,
-    name: String,
-    payload: Vec<u8>,
-    content_type: String,
-    headers: String,
-    correlation_id: Uuid,
-    causation_id: Option<Uuid>,
-    created_at: OffsetDateTime,
-    attempts: i32,
-    ordering_key: Option<String>,
-}
-
-fn claimed(row: &PgRow) -> Result<Claimed, sqlx::Error> {
-    Ok(Claimed {
-        seq: row.try_get("seq")?,
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        payload: row.try_get("payload")?,
-        content_type: row.try_get("content_type")?,
-        headers: row.try_get("headers")?,
-        correlation_id: row.try_get("correlation_id")?,
-        causation_id: row.try_get("causation_id")?,
-        created_at: row.try_get("created_at")?,
-        attempts: row.try_get("attempts")?,
-        ordering_key: row.try_get("ordering_key")?,
-    })
-}
-
 /// Drains the table with the raw loop; rows/s.
 async fn drain_raw(pool: &PgPool, table: &TableName, config: &Config) -> Result<f64, Failure> {
     let t = table.ansi_quoted();
-    let claim = format!(
-        "WITH due AS ( \
-           SELECT o.id FROM {t} AS o \
-           WHERE o.status = 'pending' AND o.next_attempt_at <= now() \
-           ORDER BY o.seq LIMIT $3 \
-           FOR UPDATE OF o SKIP LOCKED) \
-         UPDATE {t} AS u SET attempts = u.attempts + 1, lease_owner = $1, \
-           lease_expires_at = now() + ($2::float8 * interval '1 microsecond'), \
-           next_attempt_at = now() + ($2::float8 * interval '1 microsecond') \
-         FROM due WHERE u.id = due.id \
-         RETURNING u.seq, u.id, u.name, u.payload, u.content_type, u.headers, u.correlation_id, u.causation_id, \
-           u.created_at, u.attempts, u.ordering_key"
-    );
+    let claim = raw_claim_sql(&t);
     let mark_sent = format!("DELETE FROM {t} WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending'");
     let owner = Uuid::new_v4();
     let lease_micros = RelayConfig::default().lease().as_micros() as f64;
@@ -644,7 +518,7 @@ async fn rounds(
         // Rotate the order within each pair so that neither always goes first.
         if config.wants("drain") {
             for i in 0..3 {
-                fill(pool, drain_table, config.rows).await?;
+                fill(pool, drain_table, Placed::NAME, config.rows).await?;
                 match (round + i) % 3 {
                     0 => {
                         let r = drain_relay(pool, drain_table, config).await?;
