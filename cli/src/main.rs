@@ -1,12 +1,15 @@
-//! `hexeract`: operate Hexeract's outbox and inbox tables, and watch a
-//! running system.
+//! `hexeract`: operate Hexeract's outbox and inbox tables and its RabbitMQ
+//! bus, and watch a running system.
 //!
-//! Every command is a thin layer over a library function (mostly
-//! `hexeract_storage::Database`), so code can do whatever the CLI does.
+//! Every command is a thin layer over a library function
+//! (`hexeract_storage::Database` for the tables,
+//! `hexeract_transport_rabbitmq::RabbitTransport` for the bus), so code can
+//! do whatever the CLI does.
 //! Exit codes: 0 success, 1 the operation failed, 2 usage error (bad
 //! arguments, no URL, an unknown URL scheme). A password given in a URL is
 //! never printed, in errors either. See `docs/reference/cli.md`.
 
+mod bus;
 mod output;
 mod secret;
 mod storage;
@@ -19,7 +22,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::secret::Secrets;
 
-/// Operate Hexeract's outbox and inbox tables; watch a running system.
+/// Operate Hexeract's outbox and inbox tables and its RabbitMQ bus; watch a
+/// running system.
 #[derive(Debug, Parser)]
 #[command(name = "hexeract", version, about, propagate_version = true)]
 struct Cli {
@@ -38,6 +42,11 @@ enum Command {
     Inbox {
         #[command(subcommand)]
         command: InboxCommand,
+    },
+    /// The RabbitMQ bus: declare a topology file, peek at and purge queues.
+    Bus {
+        #[command(subcommand)]
+        command: bus::BusCommand,
     },
     /// A live view of a running system's supervision tree, read from its
     /// metrics endpoint.
@@ -213,9 +222,9 @@ fn main() -> ExitCode {
         Err(error) => error.exit(),
     };
     let mut secrets = Secrets::default();
-    for arg in
-        std::env::args().chain(["HEXERACT_DATABASE_URL", "DATABASE_URL"].iter().filter_map(|v| std::env::var(v).ok()))
-    {
+    for arg in std::env::args().chain(
+        ["HEXERACT_DATABASE_URL", "DATABASE_URL", "HEXERACT_AMQP_URL"].iter().filter_map(|v| std::env::var(v).ok()),
+    ) {
         secrets.learn(&arg);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -244,6 +253,7 @@ async fn run(command: Command, secrets: &Secrets) -> Result<(), Failure> {
     match command {
         Command::Outbox { command } => storage::outbox(command, &out).await,
         Command::Inbox { command } => storage::inbox(command, &out).await,
+        Command::Bus { command } => bus::bus(command, &out).await,
         Command::Top(args) => top::run(args, &out).await,
     }
 }

@@ -23,6 +23,7 @@
 mod config;
 mod connection;
 mod error;
+mod peek;
 mod subscription;
 mod topology;
 mod transport;
@@ -31,5 +32,6 @@ mod wire;
 
 pub use config::{DEFAULT_MAX_MESSAGE_SIZE, RabbitConfig};
 pub use error::ConnectError;
+pub use peek::PeekedMessage;
 pub use transport::RabbitTransport;
 pub use url::{AmqpUrl, InvalidUrl};

@@ -12,7 +12,7 @@ use hexeract_runtime::ports::transport::{
 use hexeract_runtime::ports::wire::WireMessage;
 use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Confirmation, ExchangeKind as AmqpExchangeKind};
@@ -20,6 +20,7 @@ use lapin::{Channel, Confirmation, ExchangeKind as AmqpExchangeKind};
 use crate::config::RabbitConfig;
 use crate::connection::{Connector, Live};
 use crate::error::{ConnectError, publish_error, transport_error};
+use crate::peek::PeekedMessage;
 use crate::subscription::RabbitSubscription;
 use crate::topology::{self, delay_tier, short_name};
 use crate::wire;
@@ -297,26 +298,38 @@ impl RabbitTransport {
     }
 
     /// Up to `count` messages from the head of `queue`, left in the queue:
-    /// each is fetched unacknowledged on a channel of its own, and closing
-    /// that channel returns them all, in order.
+    /// each is fetched unacknowledged on a channel of its own (so each is a
+    /// different message), and closing that channel returns them all, in
+    /// order.
     ///
     /// # Errors
     /// `NotFound` when the queue does not exist; `ConnectionLost`.
     pub async fn peek(&self, queue: &str, count: usize) -> Result<Vec<WireMessage>, TransportError> {
+        let peeked = self.peek_deliveries(queue, count).await?;
+        Ok(peeked.into_iter().map(|peeked| peeked.message).collect())
+    }
+
+    /// As [`peek`](Self::peek), with what an operator wants to see besides
+    /// the message: delivery mode, app id, every header (the broker's
+    /// `x-death` included), exchange, routing key. `hexeract bus peek`
+    /// prints these.
+    ///
+    /// # Errors
+    /// `NotFound` when the queue does not exist; `ConnectionLost`.
+    pub async fn peek_deliveries(&self, queue: &str, count: usize) -> Result<Vec<PeekedMessage>, TransportError> {
         let name = short_name("queue name", queue, false)?;
         let live = self.connector.live().await?;
         self.on_scratch_channel(&live, async |channel| {
             let mut messages = Vec::new();
+            // Unacknowledged, a fetched message is not handed out again on
+            // this channel: the next get is the next message.
             while messages.len() < count {
                 let fetched = channel
                     .basic_get(name.clone(), BasicGetOptions { no_ack: false })
                     .await
                     .map_err(|error| transport_error(&format!("queue `{queue}`"), &error))?;
                 match fetched {
-                    Some(message) => {
-                        let delivery = message.delivery;
-                        messages.push(wire::from_amqp(&delivery.properties, delivery.data));
-                    }
+                    Some(message) => messages.push(PeekedMessage::from_amqp(message.delivery)),
                     None => break,
                 }
             }
@@ -362,6 +375,30 @@ impl RabbitTransport {
                 .queue_delete(name, QueueDeleteOptions::default())
                 .await
                 .map_err(|error| transport_error(&format!("deleting queue `{queue}`"), &error))
+        })
+        .await
+    }
+
+    /// Deletes `exchange` and its bindings; deleting one that does not
+    /// exist succeeds.
+    ///
+    /// # Errors
+    /// `Invalid` for a name of the broker's (`amq.…`) or an over-long one;
+    /// `ConnectionLost`.
+    pub async fn delete_exchange(&self, exchange: &str) -> Result<(), TransportError> {
+        let name = short_name("exchange name", exchange, false)?;
+        if exchange.starts_with("amq.") {
+            return Err(TransportError::Invalid {
+                what: "exchange name",
+                reason: format!("`{exchange}`: the `amq.` prefix is the broker's"),
+            });
+        }
+        let live = self.connector.live().await?;
+        self.on_scratch_channel(&live, async |channel| {
+            channel
+                .exchange_delete(name, ExchangeDeleteOptions::default())
+                .await
+                .map_err(|error| transport_error(&format!("deleting exchange `{exchange}`"), &error))
         })
         .await
     }

@@ -97,7 +97,7 @@ pub(crate) fn from_amqp(properties: &BasicProperties, body: Vec<u8>) -> WireMess
     }
 }
 
-fn header_text(value: &AMQPValue) -> Option<String> {
+pub(crate) fn header_text(value: &AMQPValue) -> Option<String> {
     Some(match value {
         AMQPValue::LongString(text) => String::from_utf8(text.as_bytes().to_vec()).ok()?,
         AMQPValue::ShortString(text) => text.as_str().to_owned(),
