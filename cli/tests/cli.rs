@@ -129,7 +129,8 @@ async fn operate(url: &str) {
     let stats = succeeds(&[&["outbox", "stats"], &on[..]].concat());
     assert!(stats.lines().any(|l| l.starts_with("pending") && l.ends_with(" 2")), "{stats}");
 
-    // Replayed rows are relayed again: a poller claims them, first attempt.
+    // Replayed rows are pending, none dead (`tests/replay.rs` runs a relay
+    // that delivers one).
     let db = Database::connect(url).await.expect("connect");
     let table = TableName::new(outbox.clone()).expect("valid");
     assert_eq!(db.outbox_stats(&table).await.expect("stats").dead, 0);
