@@ -70,7 +70,7 @@ pub mod bus {
     #[cfg(feature = "rabbitmq")]
     pub mod rabbitmq {
         pub use hexeract_transport_rabbitmq::{
-            AmqpUrl, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, InvalidUrl, RabbitConfig, RabbitTransport,
+            AmqpUrl, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, InvalidUrl, PeekedMessage, RabbitConfig, RabbitTransport,
         };
     }
 }
