@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use hexeract_runtime::metrics::{MetricsRegistry, OutboxFigures, SystemSnapshot};
+use hexeract_runtime::metrics::{Latency, LatencyHistogram, MetricsRegistry, OutboxFigures, SystemSnapshot};
 use hexeract_runtime::ports::outbox::OutboxStore;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -34,6 +34,10 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// Upper bounds of the latency histogram buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
+/// Upper bounds of the relay lag buckets, in seconds: from a relay woken at
+/// once (milliseconds) to one polling, backing off or down (minutes).
+const LAG_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0];
+
 /// What the endpoint reads.
 struct Source {
     metrics: MetricsRegistry,
@@ -50,11 +54,14 @@ impl std::fmt::Debug for Source {
 
 impl Source {
     fn snapshot(&self) -> SystemSnapshot {
-        SystemSnapshot {
-            actors: self.metrics.snapshot(),
-            outboxes: self.figures.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            uptime_secs: self.started.elapsed().as_secs_f64(),
+        let mut outboxes = self.figures.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let lags = self.metrics.relay_lags();
+        for figures in &mut outboxes {
+            if let Some((_, lag)) = lags.iter().find(|(table, _)| *table == figures.table) {
+                figures.relay_lag = *lag;
+            }
         }
+        SystemSnapshot { actors: self.metrics.snapshot(), outboxes, uptime_secs: self.started.elapsed().as_secs_f64() }
     }
 
     async fn sample(&self) {
@@ -64,7 +71,8 @@ impl Source {
                 Ok(stats) => (Some(stats), None),
                 Err(error) => (None, Some(error.to_string())),
             };
-            figures.push(OutboxFigures { table: store.table().to_owned(), stats, error });
+            let relay_lag = Latency::default(); // filled in live by `snapshot`
+            figures.push(OutboxFigures { table: store.table().to_owned(), stats, error, relay_lag });
         }
         *self.figures.lock().unwrap_or_else(PoisonError::into_inner) = figures;
     }
@@ -224,6 +232,44 @@ fn family<M: EncodeMetric>(
     Ok(())
 }
 
+fn bounds(seconds: &[f64]) -> Vec<Duration> {
+    seconds.iter().map(|secs| Duration::from_secs_f64(*secs)).collect()
+}
+
+/// One histogram family: `buckets` are the bounds each histogram was
+/// counted at.
+fn histogram_family<'h>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    histograms: impl IntoIterator<Item = (Labels, &'h LatencyHistogram)>,
+) -> Result<(), std::fmt::Error> {
+    let histograms: Vec<(Labels, &LatencyHistogram)> = histograms.into_iter().collect();
+    if histograms.is_empty() {
+        return Ok(());
+    }
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, histogram) in histograms {
+        let mut counts: Vec<(f64, u64)> = buckets.iter().copied().zip(histogram.cumulative.clone()).collect();
+        counts.push((f64::INFINITY, histogram.count));
+        // prometheus-client wants per-bucket counts and sums them.
+        let mut previous = 0;
+        for bucket in &mut counts {
+            let cumulative = bucket.1.max(previous);
+            bucket.1 = cumulative - previous;
+            previous = cumulative;
+        }
+        metric.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            histogram.sum_seconds,
+            histogram.count,
+            &counts,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
 fn counter(value: u64) -> ConstCounter<u64> {
     ConstCounter::new(value)
 }
@@ -291,34 +337,14 @@ impl Collector for Figures {
                 (actor(&a.path), gauge(if up { 1.0 } else { 0.0 }))
             }),
         )?;
-        let bounds: Vec<Duration> = BUCKETS.iter().map(|secs| Duration::from_secs_f64(*secs)).collect();
-        let histograms = self.0.metrics.latency_histograms(&bounds);
-        if !histograms.is_empty() {
-            let mut metric = encoder.encode_descriptor(
-                "hexeract_actor_handling_seconds",
-                "Time to handle one message",
-                None,
-                MetricType::Histogram,
-            )?;
-            for histogram in &histograms {
-                let mut buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(histogram.cumulative.clone()).collect();
-                buckets.push((f64::INFINITY, histogram.count));
-                // prometheus-client wants per-bucket counts and sums them.
-                let mut previous = 0;
-                for bucket in &mut buckets {
-                    let cumulative = bucket.1.max(previous);
-                    bucket.1 = cumulative - previous;
-                    previous = cumulative;
-                }
-                let labels = actor(&histogram.path);
-                metric.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                    histogram.sum_seconds,
-                    histogram.count,
-                    &buckets,
-                    None,
-                )?;
-            }
-        }
+        let histograms = self.0.metrics.latency_histograms(&bounds(&BUCKETS));
+        histogram_family(
+            &mut encoder,
+            "hexeract_actor_handling_seconds",
+            "Time to handle one message",
+            &BUCKETS,
+            histograms.iter().map(|histogram| (actor(&histogram.path), histogram)),
+        )?;
 
         // Subsystems, named for what operators alert on.
         let publisher = actors.iter().find(|a| a.path == "bus/publisher");
@@ -389,6 +415,14 @@ impl Collector for Figures {
             "99th percentile of the time from publishing a row to the broker's confirm",
             MetricType::Gauge,
             pollers.iter().map(|(table, a)| (vec![("table", table.clone())], gauge(a.latency.p99_ns as f64 / 1e9))),
+        )?;
+        let lags = self.0.metrics.relay_lag_histograms(&bounds(&LAG_BUCKETS));
+        histogram_family(
+            &mut encoder,
+            "hexeract_outbox_relay_lag_seconds",
+            "Time from a row's commit (its created_at, database clock) to the broker's confirm, per confirmed row",
+            &LAG_BUCKETS,
+            lags.iter().map(|lag| (vec![("table", lag.path.clone())], lag)),
         )?;
         let sampled: Vec<_> =
             snapshot.outboxes.iter().filter_map(|f| f.stats.map(|stats| (f.table.clone(), stats))).collect();

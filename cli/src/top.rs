@@ -94,6 +94,18 @@ fn panel_lines(snapshot: &SystemSnapshot) -> Vec<String> {
             (None, Some(error)) => format!("outbox {}: cannot count: {error}", outbox.table),
             (None, None) => format!("outbox {}: not sampled yet", outbox.table),
         });
+        let lag = outbox.relay_lag;
+        lines.push(if lag.count == 0 {
+            "  relay lag (commit to confirm): no row relayed yet".to_owned()
+        } else {
+            format!(
+                "  relay lag (commit to confirm): p50 {}  p99 {}  max {}  ({} rows)",
+                seconds(lag.p50_ns),
+                seconds(lag.p99_ns),
+                seconds(lag.max_ns),
+                lag.count
+            )
+        });
     }
     let actors = snapshot.actors.actors();
     if let Some(publisher) = actors.iter().find(|a| a.path == "bus/publisher") {
@@ -110,6 +122,14 @@ fn panel_lines(snapshot: &SystemSnapshot) -> Vec<String> {
         lines.push("no outbox, no bus".into());
     }
     lines
+}
+
+/// A lag for people: milliseconds under ten seconds, then seconds.
+fn seconds(nanos: u64) -> String {
+    match nanos {
+        n if n < 10_000_000_000 => format!("{}ms", n / 1_000_000),
+        n => format!("{:.1}s", n as f64 / 1e9),
+    }
 }
 
 /// A visible line of the tree.

@@ -93,6 +93,9 @@ async fn the_endpoint_serves_prometheus_text_whose_figures_move() {
     assert!(before.trim_end().ends_with("# EOF"), "{before}");
     assert_eq!(sample(&before, ok), Some(0.0), "{before}");
     assert!(before.contains("# TYPE hexeract_actor_handling_seconds histogram"), "{before}");
+    let lag_count = r#"hexeract_outbox_relay_lag_seconds_count{table="hexeract_outbox"}"#;
+    assert!(before.contains("# TYPE hexeract_outbox_relay_lag_seconds histogram"), "{before}");
+    assert_eq!(sample(&before, lag_count), Some(0.0), "no row relayed yet: {before}");
 
     pings(&running.system, 25).await;
     // Three events in the outbox: pending until relayed; the relay's
@@ -124,11 +127,20 @@ async fn the_endpoint_serves_prometheus_text_whose_figures_move() {
     );
     assert!(sample(&after, r#"hexeract_outbox_pending_rows{table="hexeract_outbox"}"#).is_some(), "{after}");
     assert!(sample(&after, r#"hexeract_outbox_dead_rows{table="hexeract_outbox"}"#) == Some(0.0), "{after}");
+    // One relay lag sample per confirmed row; commit to confirm takes less
+    // than the test did.
+    assert_eq!(sample(&after, lag_count), Some(3.0), "{after}");
+    let lag_sum = sample(&after, r#"hexeract_outbox_relay_lag_seconds_sum{table="hexeract_outbox"}"#);
+    assert!(lag_sum.is_some_and(|sum| sum > 0.0 && sum < 60.0), "{after}");
+    let within_5m = r#"hexeract_outbox_relay_lag_seconds_bucket{le="300.0",table="hexeract_outbox"}"#;
+    assert_eq!(sample(&after, within_5m), Some(3.0), "{after}");
 
     let (_, json) = tokio::task::spawn_blocking(move || get(running.address, "/snapshot")).await.expect("get");
     let snapshot: hexeract::metrics::SystemSnapshot = serde_json::from_str(&json).expect("a snapshot");
     assert_eq!(snapshot.actors.actor("mediator/ping").expect("ping actor").handled.ok, 25);
     assert_eq!(snapshot.outboxes[0].table, "hexeract_outbox");
+    let lag = snapshot.outboxes[0].relay_lag;
+    assert!(lag.count == 3 && lag.p50_ns <= lag.p99_ns && lag.p99_ns <= lag.max_ns, "{lag:?}");
     running.system.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -152,7 +164,10 @@ async fn top_once_shows_counters_that_grow() {
     let address = running.address.to_string();
     let first = top(&["--once", "--connect", &address]);
     assert!(
-        first.contains("mediator") && first.contains("ping") && first.contains("outbox hexeract_outbox"),
+        first.contains("mediator")
+            && first.contains("ping")
+            && first.contains("outbox hexeract_outbox")
+            && first.contains("relay lag (commit to confirm)"),
         "{first}"
     );
     pings(&running.system, 7).await;

@@ -139,9 +139,10 @@ impl BusTree {
             let actor_metrics = metrics.register(path.clone(), None);
             let stop = CancellationToken::new();
             let abandon = CancellationToken::new();
+            let lag = metrics.relay_lag(store.table());
             let body = OutboxPoller::new(
                 path.clone(),
-                Arc::clone(&actor_metrics),
+                (Arc::clone(&actor_metrics), lag),
                 store,
                 publisher.clone(),
                 config.relay.clone(),

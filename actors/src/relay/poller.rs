@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hexeract_runtime::metrics::{ActorMetrics, Outcome};
+use hexeract_runtime::metrics::{ActorMetrics, Outcome, RelayLag};
 use hexeract_runtime::ports::outbox::{LeaseOwner, OutboxRecord, OutboxStore, StoreError};
 use hexeract_runtime::ports::transport::{Destination, Outgoing};
 use hexeract_runtime::ports::wire::WireMessage;
@@ -133,6 +133,8 @@ impl RelayConfig {
 pub(crate) struct OutboxPoller {
     path: String,
     metrics: Arc<ActorMetrics>,
+    /// Commit-to-confirm time of each confirmed row.
+    lag: Arc<RelayLag>,
     store: Arc<dyn OutboxStore>,
     publisher: Publisher,
     config: RelayConfig,
@@ -160,14 +162,14 @@ enum RowEnd {
 impl OutboxPoller {
     pub(crate) fn new(
         path: String,
-        metrics: Arc<ActorMetrics>,
+        (metrics, lag): (Arc<ActorMetrics>, Arc<RelayLag>),
         store: Arc<dyn OutboxStore>,
         publisher: Publisher,
         config: RelayConfig,
         stop: CancellationToken,
         abandon: CancellationToken,
     ) -> Self {
-        OutboxPoller { path, metrics, store, publisher, config, stop, abandon }
+        OutboxPoller { path, metrics, lag, store, publisher, config, stop, abandon }
     }
 
     async fn relay(&self, owner: LeaseOwner, rows: Vec<OutboxRecord>) -> Result<(), StoreError> {
@@ -246,6 +248,10 @@ impl OutboxPoller {
             match published {
                 Ok(()) => {
                     self.metrics.record(Outcome::Ok, started.elapsed());
+                    // The envelope's timestamp is the row's `created_at`,
+                    // read back by the claim: the lag spans the commit to
+                    // this confirm, retries and backoffs included.
+                    self.lag.record_since(record.envelope.meta.timestamp);
                     ends.push(RowEnd::Sent(record.id()));
                 }
                 Err(error) => {

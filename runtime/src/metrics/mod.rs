@@ -10,7 +10,7 @@
 mod registry;
 mod snapshot;
 
-pub use registry::{ActorMetrics, LatencyHistogram, MetricsRegistry};
+pub use registry::{ActorMetrics, LatencyHistogram, MetricsRegistry, RelayLag};
 pub use snapshot::{ActorSnapshot, Latency, MetricsSnapshot, OutboxFigures, OutcomeCounts, SystemSnapshot, TreeNode};
 
 use std::sync::OnceLock;

@@ -1,6 +1,6 @@
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
 
@@ -15,6 +15,7 @@ const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
 #[derive(Clone, Default)]
 pub struct MetricsRegistry {
     actors: Arc<RwLock<Vec<Arc<ActorMetrics>>>>,
+    relay_lags: Arc<RwLock<Vec<Arc<RelayLag>>>>,
 }
 
 impl MetricsRegistry {
@@ -38,6 +39,45 @@ impl MetricsRegistry {
         metrics
     }
 
+    /// Registers the relay lag of outbox table `table`: one sample per row
+    /// the broker confirmed, from the row's `created_at` to the confirm. A
+    /// table registered again (a restarted relay) shares its histogram.
+    pub fn relay_lag(&self, table: impl Into<String>) -> Arc<RelayLag> {
+        let table = table.into();
+        let mut lags = self.relay_lags.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = lags.iter().find(|lag| lag.table == table) {
+            return Arc::clone(known);
+        }
+        let lag = Arc::new(RelayLag { table, histogram: Mutex::new(new_histogram()) });
+        lags.push(Arc::clone(&lag));
+        lag
+    }
+
+    /// Each outbox table's relay lag so far, as percentiles.
+    pub fn relay_lags(&self) -> Vec<(String, Latency)> {
+        let lags: Vec<Arc<RelayLag>> =
+            self.relay_lags.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        lags.iter()
+            .map(|lag| {
+                let histogram = lag.histogram.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                (lag.table.clone(), Latency::from_histogram(&histogram))
+            })
+            .collect()
+    }
+
+    /// Each outbox table's relay lag as cumulative counts at `bounds`
+    /// (ascending); [`LatencyHistogram::path`] is the table.
+    pub fn relay_lag_histograms(&self, bounds: &[Duration]) -> Vec<LatencyHistogram> {
+        let lags: Vec<Arc<RelayLag>> =
+            self.relay_lags.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
+        lags.iter()
+            .map(|lag| {
+                let histogram = lag.histogram.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                cumulative(lag.table.clone(), &histogram, bounds)
+            })
+            .collect()
+    }
+
     /// A consistent-enough snapshot of every actor: counters are read one by
     /// one, so two counters may be a message apart under load.
     pub fn snapshot(&self) -> MetricsSnapshot {
@@ -46,11 +86,11 @@ impl MetricsRegistry {
     }
 }
 
-/// One actor's handling latency as cumulative buckets, for exposition
-/// formats that want a histogram (Prometheus).
+/// One actor's handling latency (or one table's relay lag) as cumulative
+/// buckets, for exposition formats that want a histogram (Prometheus).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencyHistogram {
-    /// The actor's path.
+    /// The actor's path; the table, for a relay lag.
     pub path: String,
     /// Samples recorded.
     pub count: u64,
@@ -72,21 +112,50 @@ impl MetricsRegistry {
             .iter()
             .map(|actor| {
                 let histogram = actor.latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                let cumulative = bounds
-                    .iter()
-                    .map(|bound| {
-                        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).min(HISTOGRAM_MAX_NS);
-                        histogram.count_between(0, nanos)
-                    })
-                    .collect();
-                LatencyHistogram {
-                    path: actor.path.clone(),
-                    count: histogram.len(),
-                    sum_seconds: histogram.mean() * histogram.len() as f64 / 1e9,
-                    cumulative,
-                }
+                cumulative(actor.path.clone(), &histogram, bounds)
             })
             .collect()
+    }
+}
+
+/// `histogram`'s samples at or below each of `bounds`.
+fn cumulative(path: String, histogram: &Histogram<u64>, bounds: &[Duration]) -> LatencyHistogram {
+    let cumulative = bounds
+        .iter()
+        .map(|bound| {
+            let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX).min(HISTOGRAM_MAX_NS);
+            histogram.count_between(0, nanos)
+        })
+        .collect();
+    LatencyHistogram {
+        path,
+        count: histogram.len(),
+        sum_seconds: histogram.mean() * histogram.len() as f64 / 1e9,
+        cumulative,
+    }
+}
+
+/// One outbox table's relay lag: how long confirmed rows waited between
+/// their commit and the broker's confirm. Written by the table's poller
+/// only, behind a lock a snapshot takes for the time of a copy, like an
+/// actor's latency.
+pub struct RelayLag {
+    table: String,
+    histogram: Mutex<Histogram<u64>>,
+}
+
+impl RelayLag {
+    /// Records one confirmed row's lag (above an hour, recorded as an hour).
+    pub fn record(&self, lag: Duration) {
+        let nanos = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX).clamp(1, HISTOGRAM_MAX_NS);
+        self.histogram.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(nanos);
+    }
+
+    /// Records the lag of a row created at `created_at` (the database's
+    /// clock) and confirmed now (this host's clock); a row that seems to
+    /// come from the future, the clocks disagreeing, counts as no lag.
+    pub fn record_since(&self, created_at: SystemTime) {
+        self.record(SystemTime::now().duration_since(created_at).unwrap_or(Duration::ZERO));
     }
 }
 
@@ -207,5 +276,23 @@ mod tests {
         assert_eq!(actor.latency.count, 6);
         assert!(actor.latency.max_ns >= 990_000, "max {}", actor.latency.max_ns);
         assert!(actor.latency.p50_ns >= 19_000 && actor.latency.p50_ns <= 31_000, "p50 {}", actor.latency.p50_ns);
+    }
+
+    #[test]
+    fn relay_lag_is_per_table_and_never_negative() {
+        let registry = MetricsRegistry::new();
+        let lag = registry.relay_lag("orders_outbox");
+        lag.record_since(SystemTime::now() - Duration::from_millis(250));
+        // The database's clock ahead of ours: no lag, not a panic.
+        lag.record_since(SystemTime::now() + Duration::from_secs(5));
+        assert!(Arc::ptr_eq(&lag, &registry.relay_lag("orders_outbox")), "a restarted relay shares it");
+        let lags = registry.relay_lags();
+        assert_eq!(lags.len(), 1);
+        let (table, latency) = &lags[0];
+        assert_eq!(table, "orders_outbox");
+        assert_eq!(latency.count, 2);
+        assert!(latency.max_ns >= 250_000_000, "max {}", latency.max_ns);
+        let histograms = registry.relay_lag_histograms(&[Duration::from_millis(1), Duration::from_secs(1)]);
+        assert_eq!(histograms[0].cumulative, vec![1, 2]);
     }
 }

@@ -26,6 +26,11 @@ pub struct OutboxFigures {
     pub stats: Option<crate::ports::outbox::OutboxStats>,
     /// Why the last sample failed, if it did.
     pub error: Option<String>,
+    /// Relay lag: for each row the broker confirmed, the time from its
+    /// commit (`created_at`, on the database's clock) to the confirm (on
+    /// this host's), clamped at zero. Live, not sampled.
+    #[serde(default)]
+    pub relay_lag: Latency,
 }
 
 /// Every actor's figures at one moment, arranged as the supervision tree.
