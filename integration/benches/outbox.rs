@@ -74,8 +74,7 @@ use serde::{Deserialize, Serialize};
 mod support;
 
 use support::{
-    Failure, claimed, count, drop_table, exec, fill, flush, knob, median, percentile, raw_claim_sql, unique,
-    verdict,
+    Failure, claimed, count, drop_table, exec, fill, flush, knob, median, percentile, raw_claim_sql, unique, verdict,
 };
 
 const EXCHANGE: &str = "hexeract.events";

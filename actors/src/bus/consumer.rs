@@ -216,12 +216,16 @@ impl ActorLoop for QueueConsumer {
                 .await
                 .map_err(|error| format!("cannot consume `{}`: {error}", self.queue))?;
             let mut in_progress = FuturesUnordered::new();
+            // Acknowledgements on their way to the broker: the loop does not
+            // wait for one to be written before taking the next delivery.
+            let mut settling = FuturesUnordered::new();
             let mut ended = None;
             loop {
                 tokio::select! {
                     biased;
+                    Some(()) = settling.next(), if !settling.is_empty() => {}
                     Some((tag, verdict)) = in_progress.next(), if !in_progress.is_empty() => {
-                        settle(&*subscription, tag, verdict).await;
+                        settling.push(settle(&*subscription, tag, verdict));
                     }
                     () = self.stop.cancelled() => break,
                     event = subscription.next(), if in_progress.len() < usize::from(prefetch.get()) => match event {
@@ -239,14 +243,24 @@ impl ActorLoop for QueueConsumer {
             loop {
                 tokio::select! {
                     biased;
+                    Some(()) = settling.next(), if !settling.is_empty() => {}
                     next = in_progress.next() => match next {
-                        Some((tag, verdict)) => settle(&*subscription, tag, verdict).await,
+                        Some((tag, verdict)) => settling.push(settle(&*subscription, tag, verdict)),
                         None => break,
                     },
                     () = self.abandon.cancelled() => break,
                 }
             }
             drop(in_progress);
+            // What was handled is acknowledged before the subscription goes
+            // (past the deadline, the broker redelivers it instead).
+            loop {
+                tokio::select! {
+                    biased;
+                    next = settling.next() => if next.is_none() { break },
+                    () = self.abandon.cancelled() => break,
+                }
+            }
             match ended {
                 Some(reason) => Err(format!("subscription to `{}` ended: {reason}", self.queue)),
                 None => {
@@ -265,22 +279,26 @@ fn remember_origin(message: &mut WireMessage, delivery: &Delivery) {
     message.headers.entry(ORIGINAL_ROUTING_KEY.into()).or_insert_with(|| delivery.routing_key.clone());
 }
 
-async fn settle(
+/// Settles `tag` as `verdict` says. The tag is taken from the subscription
+/// now; the returned future tells the broker.
+fn settle(
     subscription: &dyn hexeract_runtime::ports::transport::Subscription,
     tag: DeliveryTag,
     verdict: Verdict,
-) {
-    let result = match verdict {
-        Verdict::Ack(_) => subscription.ack(tag).await,
-        Verdict::Requeue => {
-            // Pace a broker that keeps refusing our copies.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            subscription.nack(tag, true).await
-        }
+) -> BoxFuture<'static, ()> {
+    let (settlement, pace) = match verdict {
+        Verdict::Ack(_) => (subscription.ack(tag), None),
+        // Pace a broker that keeps refusing our copies.
+        Verdict::Requeue => (subscription.nack(tag, true), Some(Duration::from_millis(100))),
     };
-    if let Err(error) = result {
-        // The broker redelivers what it did not hear about; the inbox
-        // deduplicates it.
-        tracing::warn!(%error, "could not settle a delivery");
-    }
+    Box::pin(async move {
+        if let Some(pace) = pace {
+            tokio::time::sleep(pace).await;
+        }
+        if let Err(error) = settlement.await {
+            // The broker redelivers what it did not hear about; the inbox
+            // deduplicates it.
+            tracing::warn!(%error, "could not settle a delivery");
+        }
+    })
 }

@@ -295,11 +295,16 @@ pub trait Subscription: Send + Sync {
     fn next(&mut self) -> BoxFuture<'_, SubscriptionEvent>;
 
     /// The broker may forget `tag`: the message was handled.
-    fn ack(&self, tag: DeliveryTag) -> BoxFuture<'_, Result<(), TransportError>>;
+    ///
+    /// The future does not borrow the subscription, so a consumer can keep
+    /// several acknowledgements in flight while it waits for the next
+    /// delivery; the broker is told when the future is polled.
+    fn ack(&self, tag: DeliveryTag) -> BoxFuture<'static, Result<(), TransportError>>;
 
     /// The message was not handled: back to the queue when `requeue`, else
     /// dead-lettered (or dropped, if the queue has no dead-letter destination).
-    fn nack(&self, tag: DeliveryTag, requeue: bool) -> BoxFuture<'_, Result<(), TransportError>>;
+    /// Like [`Subscription::ack`], the future does not borrow the subscription.
+    fn nack(&self, tag: DeliveryTag, requeue: bool) -> BoxFuture<'static, Result<(), TransportError>>;
 
     /// Stops deliveries; unacknowledged ones return to the queue.
     fn cancel(&mut self) -> BoxFuture<'_, Result<(), TransportError>>;

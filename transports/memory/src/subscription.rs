@@ -23,8 +23,9 @@ impl MemorySubscription {
         MemorySubscription { broker, id, wake }
     }
 
-    fn settle(&self, tag: DeliveryTag, settlement: Settlement) -> BoxFuture<'_, Result<(), TransportError>> {
-        Box::pin(async move { self.broker.lock().settle(self.id, tag, settlement, Instant::now()) })
+    fn settle(&self, tag: DeliveryTag, settlement: Settlement) -> BoxFuture<'static, Result<(), TransportError>> {
+        let (broker, id) = (Arc::clone(&self.broker), self.id);
+        Box::pin(async move { broker.lock().settle(id, tag, settlement, Instant::now()) })
     }
 }
 
@@ -52,11 +53,11 @@ impl Subscription for MemorySubscription {
         })
     }
 
-    fn ack(&self, tag: DeliveryTag) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn ack(&self, tag: DeliveryTag) -> BoxFuture<'static, Result<(), TransportError>> {
         self.settle(tag, Settlement::Ack)
     }
 
-    fn nack(&self, tag: DeliveryTag, requeue: bool) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn nack(&self, tag: DeliveryTag, requeue: bool) -> BoxFuture<'static, Result<(), TransportError>> {
         self.settle(tag, if requeue { Settlement::Requeue } else { Settlement::Reject })
     }
 

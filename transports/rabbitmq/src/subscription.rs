@@ -58,12 +58,10 @@ impl RabbitSubscription {
         };
         Err(TransportError::NotFound(format!("delivery {} on `{}`: {why}", tag.0, self.queue)))
     }
+}
 
-    async fn settled(&self, result: lapin::Result<()>) -> Result<(), TransportError> {
-        result.map_err(|error| {
-            TransportError::ConnectionLost(format!("settling a delivery from `{}`: {error}", self.queue))
-        })
-    }
+fn settled(queue: &str, result: lapin::Result<()>) -> Result<(), TransportError> {
+    result.map_err(|error| TransportError::ConnectionLost(format!("settling a delivery from `{queue}`: {error}")))
 }
 
 impl Subscription for RabbitSubscription {
@@ -93,18 +91,25 @@ impl Subscription for RabbitSubscription {
         })
     }
 
-    fn ack(&self, tag: DeliveryTag) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn ack(&self, tag: DeliveryTag) -> BoxFuture<'static, Result<(), TransportError>> {
+        // The tag is settled here at once; the broker hears of it when the
+        // future runs (a channel closed meanwhile makes that fail, and the
+        // broker redelivers the message).
+        let taken = self.take(tag);
+        let (channel, queue) = (self.channel.clone(), self.queue.clone());
         Box::pin(async move {
-            self.take(tag)?;
-            self.settled(self.channel.basic_ack(tag.0, BasicAckOptions::default()).await).await
+            taken?;
+            settled(&queue, channel.basic_ack(tag.0, BasicAckOptions::default()).await)
         })
     }
 
-    fn nack(&self, tag: DeliveryTag, requeue: bool) -> BoxFuture<'_, Result<(), TransportError>> {
+    fn nack(&self, tag: DeliveryTag, requeue: bool) -> BoxFuture<'static, Result<(), TransportError>> {
+        let taken = self.take(tag);
+        let (channel, queue) = (self.channel.clone(), self.queue.clone());
         Box::pin(async move {
-            self.take(tag)?;
+            taken?;
             let options = BasicNackOptions { requeue, ..BasicNackOptions::default() };
-            self.settled(self.channel.basic_nack(tag.0, options).await).await
+            settled(&queue, channel.basic_nack(tag.0, options).await)
         })
     }
 
