@@ -197,6 +197,7 @@ fn kind(path: &str) -> &'static str {
     match path.split('/').next() {
         Some("mediator") => "handler",
         Some("bus") if path == "bus/publisher" => "publisher",
+        Some("bus") if path == "bus/connection" => "connection",
         Some("bus") => "consumer",
         Some("outbox") => "poller",
         _ => "other",

@@ -11,7 +11,9 @@
 //! - shutdown with 500 messages prefetched loses none of them;
 //! - connecting to nothing, to a silent port or with a wrong password fails
 //!   with a typed error within the connect timeout, password never shown;
-//! - a conflicting declaration names the property and breaks nothing.
+//! - a conflicting declaration names the property and breaks nothing;
+//! - the connection actor reconnects after a drop with no traffic at all,
+//!   and declares again what an operator deleted meanwhile.
 //!
 //! Every case uses its own queues and exchange (brokers keep durable
 //! queues between runs) and deletes them when it passes. The broker-restart
@@ -35,7 +37,9 @@ use hexeract::{
     Routes, System,
 };
 use hexeract_integration::{service_url, unique, within};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
@@ -843,6 +847,68 @@ async fn a_conflicting_redeclaration_names_the_property_and_leaves_the_transport
 
         remove_from_broker(&url, &bounded, &exchange).await;
         remove_from_broker(&url, &durable, &exchange).await;
+    })
+    .await;
+}
+
+// ---- the connection actor ----------------------------------------------------------
+
+/// Whether `exchange` exists, asked on a connection of its own (asking
+/// through the transport would itself reconnect it).
+async fn exchange_exists(url: &str, exchange: &str) -> bool {
+    let Ok(connection) = Connection::connect(url, ConnectionProperties::default()).await else { return false };
+    let exists = match connection.create_channel().await {
+        Ok(channel) => {
+            let passive = ExchangeDeclareOptions { passive: true, ..ExchangeDeclareOptions::default() };
+            channel
+                .exchange_declare(exchange.into(), lapin::ExchangeKind::Topic, passive, FieldTable::default())
+                .await
+                .is_ok()
+        }
+        Err(_) => false,
+    };
+    let _ = connection.close(200, "done".into()).await;
+    exists
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_actor_reconnects_without_traffic_and_declares_the_topology_again() {
+    let Some(url) = amqp_url() else { return };
+    within(LIMIT, async {
+        let exchange = unique("reliability.connection.events");
+        let rabbit = connect(&url).await;
+        // No handler and no outbox: nothing but the connection actor will
+        // use the connection after the drop.
+        let system = Hexeract::builder()
+            .transport(Arc::clone(&rabbit))
+            .relay(RelayConfig::default().exchange(&exchange))
+            .start()
+            .await
+            .expect("the system starts");
+        let keeper = system.metrics().actor("bus/connection").cloned().expect("a bus/connection actor");
+        assert_eq!(keeper.handled.ok, 0, "no reconnection yet");
+        assert!(exchange_exists(&url, &exchange).await, "the system declared its exchange");
+
+        // The connection drops; meanwhile an operator deletes the exchange.
+        rabbit.disconnect().await;
+        let connection = Connection::connect(&url, ConnectionProperties::default()).await.expect("raw connection");
+        let channel = connection.create_channel().await.expect("raw channel");
+        channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await.expect("deleted");
+        let _ = connection.close(200, "done".into()).await;
+        assert!(!exchange_exists(&url, &exchange).await, "the exchange is gone");
+
+        // Reconnection allowed: the connection actor notices, reconnects
+        // and declares the exchange again, with no publish or consumer.
+        rabbit.allow_reconnect();
+        let redeclared = until(Duration::from_secs(15), || exchange_exists(&url, &exchange)).await;
+        assert!(redeclared, "the exchange was not declared again after the reconnection");
+        let keeper = system.metrics().actor("bus/connection").cloned().expect("a bus/connection actor");
+        assert!(keeper.handled.ok >= 1, "the reconnection is not in the metrics: {keeper:?}");
+        assert_eq!(keeper.restarts, 0, "the connection actor restarted");
+
+        let report = system.shutdown(Duration::from_secs(5)).await;
+        assert!(report.is_clean(), "{report}");
+        remove_from_broker(&url, "reliability.connection.none", &exchange).await;
     })
     .await;
 }

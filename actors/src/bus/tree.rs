@@ -13,6 +13,7 @@ use hexeract_runtime::shutdown::ActorShutdown;
 use hexeract_runtime::supervision::{Escalation, LoopChild, RestartPolicy, Supervisor, SupervisorRef};
 use tokio_util::sync::CancellationToken;
 
+use super::connection::{CONNECTION_PATH, ConnectionKeeper};
 use super::consumer::{ConsumerConfig, QueueConsumer, dead_letter_queue};
 use super::publisher::{Publisher, PublisherConfig, PublisherLoop};
 use super::routes::BusRoutes;
@@ -54,6 +55,8 @@ pub struct BusTree {
     intake: Vec<Intake>,
     publisher: Publisher,
     publisher_metrics: Arc<ActorMetrics>,
+    /// Stops the connection keeper (if the transport has a connection).
+    keeper_stop: CancellationToken,
 }
 
 impl BusTree {
@@ -113,6 +116,20 @@ impl BusTree {
         );
         publisher_supervisor.start_child(Arc::new(LoopChild::new(Arc::new(body)))).await.map_err(StartError::Spawn)?;
 
+        // The connection keeper stops with the publisher, last.
+        let keeper_stop = CancellationToken::new();
+        if config.transport.has_connection() {
+            let keeper = ConnectionKeeper::new(
+                metrics.register(CONNECTION_PATH, None),
+                Arc::clone(&config.transport),
+                keeper_stop.clone(),
+            );
+            publisher_supervisor
+                .start_child(Arc::new(LoopChild::new(Arc::new(keeper))))
+                .await
+                .map_err(StartError::Spawn)?;
+        }
+
         let mut intake = Vec::new();
         for (queue, names) in routes.queues() {
             let path = format!("bus/consumer/{queue}");
@@ -152,7 +169,7 @@ impl BusTree {
             intake_supervisor.start_child(Arc::new(LoopChild::new(Arc::new(body)))).await.map_err(StartError::Spawn)?;
             intake.push(Intake { path, stop, abandon, metrics: actor_metrics });
         }
-        Ok(BusTree { intake_supervisor, publisher_supervisor, intake, publisher, publisher_metrics })
+        Ok(BusTree { intake_supervisor, publisher_supervisor, intake, publisher, publisher_metrics, keeper_stop })
     }
 
     /// The publisher, for publishing from application code.
@@ -200,6 +217,7 @@ impl BusTree {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         mailbox.stop_reader();
+        self.keeper_stop.cancel();
         self.publisher_supervisor.stop(grace(deadline)).await;
         let abandoned = mailbox.take_remaining().len() as u64;
         ActorShutdown { path: "bus/publisher".into(), drained: self.publisher_metrics.total() - before, abandoned }

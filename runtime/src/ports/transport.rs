@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::BoxFuture;
+use crate::metrics::ActorMetrics;
 use crate::ports::wire::WireMessage;
 
 /// Where a message is published.
@@ -341,6 +342,26 @@ pub trait Transport: Send + Sync + 'static {
         queue: &'a str,
         prefetch: NonZeroU16,
     ) -> BoxFuture<'a, Result<Box<dyn Subscription>, TransportError>>;
+
+    /// Whether this transport holds a connection to a broker that
+    /// [`keep_connected`](Transport::keep_connected) looks after (the
+    /// in-process broker has none).
+    fn has_connection(&self) -> bool {
+        false
+    }
+
+    /// Looks after the broker connection for as long as the future runs:
+    /// notices a drop, reconnects with the transport's backoff, and
+    /// declares again what it owns, without waiting for traffic to need the
+    /// connection. Each reconnection attempt is recorded in `metrics`
+    /// (`ok`: connected again, `error`: the attempt failed). The bus runs it
+    /// as its supervised `bus/connection` actor when
+    /// [`has_connection`](Transport::has_connection); an `Err` fails that
+    /// actor, and its supervisor restarts it.
+    fn keep_connected<'a>(&'a self, metrics: &'a ActorMetrics) -> BoxFuture<'a, Result<(), TransportError>> {
+        let _ = metrics;
+        Box::pin(std::future::pending())
+    }
 }
 
 /// A shared transport is a transport: keep a handle (for operator
@@ -368,6 +389,14 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
         prefetch: NonZeroU16,
     ) -> BoxFuture<'a, Result<Box<dyn Subscription>, TransportError>> {
         (**self).consume(queue, prefetch)
+    }
+
+    fn has_connection(&self) -> bool {
+        (**self).has_connection()
+    }
+
+    fn keep_connected<'a>(&'a self, metrics: &'a ActorMetrics) -> BoxFuture<'a, Result<(), TransportError>> {
+        (**self).keep_connected(metrics)
     }
 }
 

@@ -12,6 +12,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use hexeract_runtime::metrics::{ActorMetrics, Outcome};
 use hexeract_runtime::ports::transport::{Topology, TransportError};
 use lapin::tcp::OwnedTLSConfig;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -19,6 +20,9 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use crate::config::RabbitConfig;
 use crate::error::{ConnectError, is_access_refused};
 use crate::topology;
+
+/// How often the connection keeper looks at the connection.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The current connection, numbered so that caches tied to one connection
 /// (open channels, declared retry queues) know when to start over.
@@ -143,6 +147,33 @@ impl Connector {
                     tokio::time::sleep(wait.min(give_up.saturating_duration_since(Instant::now()))).await;
                 }
             }
+        }
+    }
+
+    /// Looks after the connection until dropped: every [`WATCH_INTERVAL`]
+    /// checks it is up, and when it is not, reconnects as soon as the
+    /// backoff allows (which declares the owned topology again). Attempts
+    /// are recorded in `metrics`; an operator's hold-down is waited out.
+    pub(crate) async fn keep(&self, metrics: &ActorMetrics) -> Result<(), TransportError> {
+        loop {
+            let (held_down, retry_at) = {
+                let state = lock(&self.state);
+                (state.held_down, state.retry_at)
+            };
+            let up = !held_down && self.current().ok().flatten().is_some();
+            if held_down || up {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                continue;
+            }
+            if let Some(wait) = retry_at.map(|at| at.saturating_duration_since(Instant::now()))
+                && !wait.is_zero()
+            {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = if self.live().await.is_ok() { Outcome::Ok } else { Outcome::Error };
+            metrics.record(outcome, started.elapsed());
         }
     }
 

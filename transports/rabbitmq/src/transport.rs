@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hexeract_runtime::BoxFuture;
+use hexeract_runtime::metrics::ActorMetrics;
 use hexeract_runtime::ports::transport::{
     Capabilities, Destination, Outgoing, PublishError, Subscription, Topology, Transport, TransportError,
 };
@@ -456,5 +457,13 @@ impl Transport for RabbitTransport {
         prefetch: NonZeroU16,
     ) -> BoxFuture<'a, Result<Box<dyn Subscription>, TransportError>> {
         Box::pin(self.subscribe(queue, prefetch))
+    }
+
+    fn has_connection(&self) -> bool {
+        true
+    }
+
+    fn keep_connected<'a>(&'a self, metrics: &'a ActorMetrics) -> BoxFuture<'a, Result<(), TransportError>> {
+        Box::pin(self.connector.keep(metrics))
     }
 }
