@@ -110,9 +110,7 @@ struct Config {
 
 impl Config {
     fn from_env(url: String) -> Result<Self, Failure> {
-        let only = std::env::var("BENCH_ONLY")
-            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default();
+        let only = support::only();
         let config = Config {
             url,
             rounds: knob("BENCH_ROUNDS", 7_usize)?.max(1),
@@ -440,20 +438,7 @@ fn main() -> ExitCode {
         println!("SKIPPED: HEXERACT_PG_URL not set; the outbox benchmark runs on PostgreSQL only");
         return ExitCode::SUCCESS;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot build the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(url)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("\nCORRECTNESS FAILURE: {failure}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run(bench(url))
 }
 
 async fn bench(url: String) -> Result<(), Failure> {

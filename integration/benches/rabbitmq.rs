@@ -133,9 +133,7 @@ struct Config {
 
 impl Config {
     fn from_env(amqp_url: String) -> Result<Self, Failure> {
-        let only = std::env::var("BENCH_ONLY")
-            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default();
+        let only = support::only();
         Ok(Config {
             amqp_url,
             pg_url: std::env::var("HEXERACT_PG_URL").ok().filter(|url| !url.is_empty()),
@@ -514,20 +512,7 @@ fn main() -> ExitCode {
         println!("SKIPPED: HEXERACT_AMQP_URL not set; the RabbitMQ benchmark needs a broker");
         return ExitCode::SUCCESS;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cannot build the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(url)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("\nCORRECTNESS FAILURE: {failure}");
-            ExitCode::FAILURE
-        }
-    }
+    support::run(bench(url))
 }
 
 /// One part's figures, one entry per round.

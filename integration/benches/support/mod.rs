@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // each bench binary uses its own part
 
+use std::future::Future;
 use std::io::Write as _;
+use std::process::ExitCode;
 
 use hexeract::MessageId;
 use hexeract::storage::TableName;
@@ -21,6 +23,32 @@ where
     match std::env::var(name) {
         Ok(v) => v.trim().parse().map_err(|e| format!("{name} `{v}`: {e}")),
         Err(_) => Ok(default),
+    }
+}
+
+/// `BENCH_ONLY`: the parts to run (a comma list); empty means all.
+pub fn only() -> Vec<String> {
+    std::env::var("BENCH_ONLY")
+        .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// Runs `bench` on a two-worker tokio runtime: exit code 0 when it
+/// returns, 1 with the correctness failure it returned otherwise.
+pub fn run(bench: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot build the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("\nCORRECTNESS FAILURE: {failure}");
+            ExitCode::FAILURE
+        }
     }
 }
 
