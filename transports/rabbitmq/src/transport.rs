@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::num::NonZeroU16;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hexeract_runtime::BoxFuture;
@@ -50,7 +50,7 @@ pub struct RabbitTransport {
     app_id: ShortString,
     /// The confirm-mode channel publishes share, with the connection it
     /// belongs to.
-    publishing: Mutex<Option<(Channel, u64)>>,
+    publishing: Mutex<Option<(Arc<Channel>, u64)>>,
     opening: tokio::sync::Mutex<()>,
     /// Exchanges known to exist and retry tiers declared, on connection
     /// `.0`.
@@ -185,11 +185,14 @@ impl RabbitTransport {
         Ok(name)
     }
 
-    async fn publish_channel(&self, live: &Live) -> Result<Channel, PublishError> {
-        let usable = |slot: &Option<(Channel, u64)>| {
+    /// The confirm-mode channel of `live`, opened on first use. Shared as an
+    /// `Arc`: cloning a lapin `Channel` per publish costs a dozen reference
+    /// counts.
+    async fn publish_channel(&self, live: &Live) -> Result<Arc<Channel>, PublishError> {
+        let usable = |slot: &Option<(Arc<Channel>, u64)>| {
             slot.as_ref()
                 .filter(|(channel, generation)| *generation == live.generation && channel.status().connected())
-                .map(|(channel, _)| channel.clone())
+                .map(|(channel, _)| Arc::clone(channel))
         };
         if let Some(channel) = usable(&lock(&self.publishing)) {
             return Ok(channel);
@@ -203,7 +206,8 @@ impl RabbitTransport {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|error| publish_error("enabling publisher confirms", &error))?;
-        *lock(&self.publishing) = Some((channel.clone(), live.generation));
+        let channel = Arc::new(channel);
+        *lock(&self.publishing) = Some((Arc::clone(&channel), live.generation));
         Ok(channel)
     }
 
