@@ -7,6 +7,8 @@
 pub mod conformance;
 
 use std::future::Future;
+use std::io::Write as _;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 /// Runs `test` with a hard limit, so a regression that hangs fails the test
@@ -35,9 +37,21 @@ pub fn service_url(var: &str, service: &str) -> Option<String> {
             panic!("{var} is not set and CI=true: the {service} tests must run in CI")
         }
         _ => {
-            println!("SKIPPED: {var} is not set; the {service} tests need a real {service}");
+            skipped(&format!("{var} is not set; the {service} tests need a real {service}"));
             None
         }
+    }
+}
+
+/// Prints `SKIPPED: <why>` once per test binary and reason, on stderr
+/// past the test harness's capture (which hides what a passing test prints):
+/// a skipped test must be visible in `cargo test`'s output.
+pub fn skipped(why: &str) {
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(PoisonError::into_inner);
+    if !said.iter().any(|line| line == why) {
+        said.push(why.to_owned());
+        let _ = writeln!(std::io::stderr().lock(), "\nSKIPPED: {why}");
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use hexeract::bus::rabbitmq::{RabbitConfig, RabbitTransport};
 use hexeract::bus::{Binding, Destination, Outgoing, QueueSpec, Topology, Transport, WireMessage};
 use hexeract::{BoxError, Codec, Context, Envelope, Hexeract, Message, Metadata, System, handler};
-use hexeract_integration::{eventually, service_url, unique, within};
+use hexeract_integration::{eventually, service_url, skipped, unique, within};
 use serde::{Deserialize, Serialize};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -70,7 +70,7 @@ fn setup() -> Option<String> {
             panic!("CI=true but `python3 -c 'import pika'` fails: install it with `python3 -m pip install pika`")
         }
         _ => {
-            println!("SKIPPED: `python3 -c 'import pika'` fails; the interop tests need Python with pika");
+            skipped("`python3 -c 'import pika'` fails; the interop tests need Python with pika");
             None
         }
     }
