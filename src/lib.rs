@@ -71,6 +71,7 @@ pub mod bus {
     pub mod rabbitmq {
         pub use hexeract_transport_rabbitmq::{
             AmqpUrl, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, InvalidUrl, PeekedMessage, RabbitConfig, RabbitTransport,
+            validate_topology,
         };
     }
 }

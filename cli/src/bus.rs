@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use hexeract_runtime::ports::transport::{
     Destination, ExchangeKind, Overflow, QueueKind, QueueSpec, Topology, Transport as _, TransportError,
 };
-use hexeract_transport_rabbitmq::{ConnectError, PeekedMessage, RabbitConfig, RabbitTransport};
+use hexeract_transport_rabbitmq::{ConnectError, PeekedMessage, RabbitConfig, RabbitTransport, validate_topology};
 
 use crate::Failure;
 use crate::output::Output;
@@ -100,6 +100,12 @@ pub async fn bus(command: BusCommand, out: &Output) -> Result<(), Failure> {
                 .map_err(|error| Failure::Usage(format!("cannot read `{}`: {error}", file.display())))?;
             let topology =
                 Topology::from_toml(&text).map_err(|error| Failure::Usage(format!("`{}`: {error}", file.display())))?;
+            // What the transport would refuse before sending anything
+            // cannot work: a usage error, dry run or not.
+            validate_topology(&topology).map_err(|error| Failure::Usage(format!("`{}`: {error}", file.display())))?;
+            for warning in undeclared_dead_letter_targets(&topology) {
+                out.warn(warning);
+            }
             if dry_run {
                 out.line(format!("dry run: nothing is sent; `{}` declares:", file.display()));
                 describe(&topology, out);
@@ -148,6 +154,38 @@ pub async fn bus(command: BusCommand, out: &Output) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// A queue whose dead-letter target the file does not declare: unless the
+/// target exists on the broker already, RabbitMQ drops what the queue
+/// dead-letters, silently. One sentence per such queue.
+fn undeclared_dead_letter_targets(topology: &Topology) -> Vec<String> {
+    let has_queue = |name: &str| topology.queues.iter().any(|queue| queue.name == name);
+    let has_exchange = |name: &str| topology.exchanges.iter().any(|exchange| exchange.name == name);
+    let consequence = "unless it exists on the broker, what the queue dead-letters is dropped";
+    let mut warnings = Vec::new();
+    for queue in &topology.queues {
+        let missing = match &queue.dead_letter {
+            None => continue,
+            Some(Destination::Queue(target)) if !has_queue(target) => format!("queue `{target}`"),
+            // The default exchange routes by queue name.
+            Some(Destination::Exchange { exchange, routing_key }) if exchange.is_empty() && !has_queue(routing_key) => {
+                format!("queue `{routing_key}` (through the default exchange)")
+            }
+            // `amq.*` exchanges are the broker's own and always exist.
+            Some(Destination::Exchange { exchange, .. })
+                if !exchange.is_empty() && !exchange.starts_with("amq.") && !has_exchange(exchange) =>
+            {
+                format!("exchange `{exchange}`")
+            }
+            Some(_) => continue,
+        };
+        warnings.push(format!(
+            "queue `{}` dead-letters to {missing}, which the file does not declare; {consequence}",
+            queue.name
+        ));
+    }
+    warnings
 }
 
 /// A failed operation on `queue`.

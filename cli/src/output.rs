@@ -23,6 +23,13 @@ impl Output {
         let _ = writeln!(stdout, "{}", self.secrets.scrub(text.as_ref()));
     }
 
+    /// Prints `warning: text` on standard error: something worth a look
+    /// that does not fail the command.
+    pub fn warn(&self, text: impl AsRef<str>) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "warning: {}", self.secrets.scrub(text.as_ref()));
+    }
+
     /// Prints aligned `label  value` pairs.
     pub fn pairs(&self, pairs: &[(&str, String)]) {
         let width = pairs.iter().map(|(label, _)| label.len()).max().unwrap_or(0);

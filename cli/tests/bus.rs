@@ -237,3 +237,41 @@ fn bus_usage_errors_exit_2() {
     exits(2, &["bus", "peek", "orders", "--count", "0", "--url", "amqp://127.0.0.1"]);
     exits(2, &["bus", "purge", "orders", "--url", "amqp://127.0.0.1"]);
 }
+
+/// A dry run refuses what the real declaration refuses before sending
+/// anything (exit 2, naming the queue or exchange), and warns about a
+/// dead-letter target the file does not declare. No broker needed.
+#[test]
+fn dry_run_refuses_what_declare_refuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let refused = [
+        ("quorum.toml", "[[queues]]\nname = \"billing\"\nkind = \"quorum\"\ndurable = false\n", "`billing`"),
+        ("queue.toml", "[[queues]]\nname = \"amq.x\"\n", "`amq.x`"),
+        ("exchange.toml", "[[exchanges]]\nname = \"amq.x\"\nkind = \"topic\"\n", "exchange name: `amq.x`"),
+        ("empty.toml", "[[queues]]\nname = \"\"\n", "queue name: empty"),
+        ("long.toml", &format!("[[queues]]\nname = \"{}\"\n", "q".repeat(256)), "256 bytes"),
+    ];
+    for (name, toml, named) in refused {
+        let file = topology_file(&dir, name, toml);
+        let printed = exits(2, &["bus", "declare", "--file", &file, "--dry-run"]);
+        assert!(printed.contains(named) && printed.contains(name), "{name}:\n{printed}");
+        // Refused before connecting: a URL with nothing behind it is never tried.
+        let real = exits(2, &["bus", "declare", "--file", &file, "--url", "amqp://nobody@127.0.0.1:1/%2f"]);
+        assert!(real.contains(named), "{name}:\n{real}");
+    }
+
+    let dead_letters = topology_file(
+        &dir,
+        "dead_letters.toml",
+        "[[exchanges]]\nname = \"events\"\nkind = \"topic\"\n\n\
+         [[queues]]\nname = \"billing\"\ndead_letter = { queue = \"billing.dead\" }\n\n\
+         [[queues]]\nname = \"audit\"\ndead_letter = { exchange = { exchange = \"graveyard\", routing_key = \"k\" } }\n\n\
+         [[queues]]\nname = \"kept\"\ndead_letter = { exchange = { exchange = \"events\", routing_key = \"k\" } }\n",
+    );
+    let output = hexeract(&["bus", "declare", "--file", &dead_letters, "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(stderr.contains("warning: queue `billing` dead-letters to queue `billing.dead`"), "{stderr}");
+    assert!(stderr.contains("warning: queue `audit` dead-letters to exchange `graveyard`"), "{stderr}");
+    assert!(!stderr.contains("`kept`"), "`events` is declared:\n{stderr}");
+}

@@ -24,9 +24,12 @@ pub(crate) fn short_name(what: &'static str, name: &str, allow_empty: bool) -> R
     if name.is_empty() && !allow_empty {
         return Err(TransportError::Invalid { what, reason: "empty".into() });
     }
-    ShortString::try_new(name).map_err(|_| TransportError::Invalid {
-        what,
-        reason: format!("{} bytes, over AMQP's limit of 255", name.len()),
+    ShortString::try_new(name).map_err(|_| {
+        // The name itself is too long to be worth printing whole.
+        let start: String = name.chars().take(40).collect();
+        TransportError::Invalid {
+            what, reason: format!("`{start}…`: {} bytes, over AMQP's limit of 255", name.len())
+        }
     })
 }
 
@@ -125,46 +128,102 @@ fn headers_arguments(rules: &str) -> Result<FieldTable, TransportError> {
     Ok(arguments)
 }
 
-/// Declares `topology` on `channel`, stopping at the first refusal.
-/// `known` tells the kind of exchanges declared earlier (a headers binding
-/// takes its match as arguments).
-pub(crate) async fn declare_on(channel: &Channel, topology: &Topology, known: &Topology) -> Result<(), TransportError> {
-    // Check everything before sending anything.
-    let exchanges: Vec<(ShortString, &ExchangeSpec)> = topology
-        .exchanges
-        .iter()
-        .map(|spec| Ok((declared_name("exchange name", &spec.name)?, spec)))
-        .collect::<Result<_, TransportError>>()?;
-    let queues: Vec<(ShortString, FieldTable, &QueueSpec)> = topology
-        .queues
-        .iter()
-        .map(|spec| Ok((declared_name("queue name", &spec.name)?, queue_arguments(spec)?, spec)))
-        .collect::<Result<_, TransportError>>()?;
-    let bindings: Vec<(ShortString, ShortString, ShortString, FieldTable)> = topology
-        .bindings
-        .iter()
-        .map(|binding| binding_parts(topology, known, binding))
-        .collect::<Result<_, TransportError>>()?;
+/// Checks `topology` the way a declaration does before it sends anything:
+/// names (not empty, at most 255 bytes, no `amq.` prefix on a declared
+/// queue or exchange), quorum queues durable, no `block` overflow, TTLs in
+/// range, dead-letter targets and routing keys within AMQP's limits,
+/// headers bindings written `name=value`. Connects to nothing: `hexeract
+/// bus declare --dry-run` runs it on a topology file.
+///
+/// A binding is checked as a headers binding when its exchange is a
+/// headers exchange of `topology`.
+///
+/// # Errors
+/// [`TransportError::Invalid`] naming the first queue, exchange or binding
+/// that RabbitMQ would refuse, or that [`Transport::declare`] refuses
+/// before sending it.
+///
+/// # Examples
+///
+/// ```
+/// use hexeract_runtime::ports::transport::{QueueKind, QueueSpec, Topology};
+/// use hexeract_transport_rabbitmq::validate_topology;
+///
+/// let mut queue = QueueSpec::durable("billing");
+/// queue.kind = QueueKind::Quorum;
+/// queue.durable = false;
+/// let topology = Topology { queues: vec![queue], ..Topology::default() };
+/// let error = validate_topology(&topology).expect_err("a quorum queue is durable");
+/// assert!(error.to_string().contains("`billing`"));
+/// ```
+///
+/// [`Transport::declare`]: hexeract_runtime::ports::transport::Transport::declare
+pub fn validate_topology(topology: &Topology) -> Result<(), TransportError> {
+    Declarations::check(topology, topology).map(drop)
+}
 
-    for (name, spec) in exchanges {
-        let options = ExchangeDeclareOptions { durable: spec.durable, ..ExchangeDeclareOptions::default() };
-        channel
-            .exchange_declare(name, exchange_kind(spec.kind), options, FieldTable::default())
-            .await
-            .map_err(|error| refusal("exchange", &spec.name, &error))?;
+/// A topology checked and turned into AMQP arguments, ready to send.
+pub(crate) struct Declarations<'a> {
+    exchanges: Vec<(ShortString, &'a ExchangeSpec)>,
+    queues: Vec<(ShortString, FieldTable, &'a QueueSpec)>,
+    bindings: Vec<(ShortString, ShortString, ShortString, FieldTable)>,
+}
+
+impl<'a> Declarations<'a> {
+    /// Checks everything in `topology`, so that nothing is sent when any
+    /// part of it would be refused. `known` tells the kind of exchanges
+    /// declared earlier (a headers binding takes its match as arguments).
+    pub(crate) fn check(topology: &'a Topology, known: &Topology) -> Result<Self, TransportError> {
+        let exchanges = topology
+            .exchanges
+            .iter()
+            .map(|spec| Ok((declared_name("exchange name", &spec.name)?, spec)))
+            .collect::<Result<_, TransportError>>()?;
+        let queues = topology
+            .queues
+            .iter()
+            .map(|spec| Ok((declared_name("queue name", &spec.name)?, queue_arguments(spec)?, spec)))
+            .collect::<Result<_, TransportError>>()?;
+        let bindings = topology
+            .bindings
+            .iter()
+            .map(|binding| binding_parts(topology, known, binding))
+            .collect::<Result<_, TransportError>>()?;
+        Ok(Declarations { exchanges, queues, bindings })
     }
-    for (name, arguments, spec) in queues {
-        let options = QueueDeclareOptions { durable: spec.durable, ..QueueDeclareOptions::default() };
-        channel.queue_declare(name, options, arguments).await.map_err(|error| refusal("queue", &spec.name, &error))?;
+
+    /// Declares everything on `channel`, stopping at the first refusal.
+    pub(crate) async fn send(self, channel: &Channel) -> Result<(), TransportError> {
+        for (name, spec) in self.exchanges {
+            let options = ExchangeDeclareOptions { durable: spec.durable, ..ExchangeDeclareOptions::default() };
+            channel
+                .exchange_declare(name, exchange_kind(spec.kind), options, FieldTable::default())
+                .await
+                .map_err(|error| refusal("exchange", &spec.name, &error))?;
+        }
+        for (name, arguments, spec) in self.queues {
+            let options = QueueDeclareOptions { durable: spec.durable, ..QueueDeclareOptions::default() };
+            channel
+                .queue_declare(name, options, arguments)
+                .await
+                .map_err(|error| refusal("queue", &spec.name, &error))?;
+        }
+        for (queue, exchange, routing_key, arguments) in self.bindings {
+            let what = format!("binding of `{queue}` to `{exchange}`");
+            channel
+                .queue_bind(queue, exchange, routing_key, QueueBindOptions::default(), arguments)
+                .await
+                .map_err(|error| transport_error(&what, &error))?;
+        }
+        Ok(())
     }
-    for (queue, exchange, routing_key, arguments) in bindings {
-        let what = format!("binding of `{queue}` to `{exchange}`");
-        channel
-            .queue_bind(queue, exchange, routing_key, QueueBindOptions::default(), arguments)
-            .await
-            .map_err(|error| transport_error(&what, &error))?;
-    }
-    Ok(())
+}
+
+/// Declares `topology` on `channel`, checking all of it before sending
+/// anything and stopping at the first refusal. `known` as in
+/// [`Declarations::check`].
+pub(crate) async fn declare_on(channel: &Channel, topology: &Topology, known: &Topology) -> Result<(), TransportError> {
+    Declarations::check(topology, known)?.send(channel).await
 }
 
 fn binding_parts(
@@ -242,6 +301,51 @@ mod tests {
         assert_eq!(arguments.inner().get("x-match"), Some(&long("any")));
         assert_eq!(arguments.inner().get("format"), Some(&long("pdf")));
         assert!(headers_arguments("format").is_err());
+    }
+
+    fn invalid(topology: &Topology) -> String {
+        match validate_topology(topology) {
+            Err(error @ TransportError::Invalid { .. }) => error.to_string(),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_refuses_what_a_declaration_refuses() {
+        let queue = |spec: QueueSpec| Topology { queues: vec![spec], ..Topology::default() };
+        let mut transient_quorum = QueueSpec::durable("billing");
+        transient_quorum.kind = QueueKind::Quorum;
+        transient_quorum.durable = false;
+        assert!(invalid(&queue(transient_quorum)).contains("`billing`: a quorum queue is always durable"));
+        assert!(invalid(&queue(QueueSpec::durable("amq.x"))).contains("`amq.x`"));
+        let exchange = Topology {
+            exchanges: vec![ExchangeSpec { name: "amq.x".into(), kind: ExchangeKind::Topic, durable: true }],
+            ..Topology::default()
+        };
+        assert!(invalid(&exchange).contains("invalid exchange name: `amq.x`"));
+        assert!(invalid(&queue(QueueSpec::durable(""))).contains("empty"));
+        let long = invalid(&queue(QueueSpec::durable("q".repeat(256))));
+        assert!(long.contains("256 bytes") && long.contains(&"q".repeat(40)), "{long}");
+        let mut dead_letter = QueueSpec::durable("orders");
+        dead_letter.dead_letter = Some(Destination::Queue("d".repeat(300)));
+        assert!(invalid(&queue(dead_letter)).contains("dead-letter queue"));
+    }
+
+    #[test]
+    fn validation_accepts_a_valid_topology() {
+        let mut quorum = QueueSpec::durable("billing");
+        quorum.kind = QueueKind::Quorum;
+        quorum.dead_letter = Some(Destination::Queue("billing.dead".into()));
+        let topology = Topology {
+            exchanges: vec![ExchangeSpec { name: "events".into(), kind: ExchangeKind::Topic, durable: true }],
+            queues: vec![quorum, QueueSpec::durable("billing.dead")],
+            bindings: vec![Binding {
+                exchange: "events".into(),
+                queue: "billing".into(),
+                routing_key: "orders.#".into(),
+            }],
+        };
+        assert!(validate_topology(&topology).is_ok());
     }
 
     #[test]

@@ -439,10 +439,12 @@ impl Transport for RabbitTransport {
 
     fn declare<'a>(&'a self, topology: &'a Topology) -> BoxFuture<'a, Result<(), TransportError>> {
         Box::pin(async move {
-            let live = self.connector.live().await?;
+            // Checked before connecting: a topology the broker would refuse
+            // (or one we refuse for it) fails the same with no broker.
             let known = self.connector.owned();
-            self.on_scratch_channel(&live, async |channel| topology::declare_on(channel, topology, &known).await)
-                .await?;
+            let declarations = topology::Declarations::check(topology, &known)?;
+            let live = self.connector.live().await?;
+            self.on_scratch_channel(&live, async |channel| declarations.send(channel).await).await?;
             self.connector.own(topology);
             for exchange in &topology.exchanges {
                 self.mark_verified(&live, exchange.name.clone());
