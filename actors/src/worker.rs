@@ -103,7 +103,14 @@ where
         worker.metrics.count(Outcome::Timeout);
         return JobEnd::Continue;
     }
-    let span = tracing::info_span!(parent: &parent, "handle", handler = worker.handler, actor = %worker.path, outcome = tracing::field::Empty);
+    // Made only when a subscriber wants it: a disabled span still costs a
+    // `log` check on every poll when tracing's `log` feature is on (sqlx
+    // turns it on).
+    let span = if tracing::span_enabled!(tracing::Level::INFO) {
+        tracing::info_span!(parent: &parent, "handle", handler = worker.handler, actor = %worker.path, outcome = tracing::field::Empty)
+    } else {
+        tracing::Span::none()
+    };
     let ended = {
         let mut handling =
             std::pin::pin!(AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind().instrument(span.clone()));
