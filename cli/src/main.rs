@@ -242,10 +242,24 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
         Err(Failure::Operation(error)) => {
-            eprintln!("error: {}", secrets.scrub(&format!("{error:#}")));
+            eprintln!("error: {}", secrets.scrub(&causes(&error)));
             ExitCode::from(1)
         }
     }
+}
+
+/// `error` and its causes joined by `: `, each said once: sqlx repeats its
+/// cause's text in its own (`error communicating with database: Connection
+/// refused`, then `Connection refused`).
+fn causes(error: &anyhow::Error) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !said.last().is_some_and(|last| last.contains(&text)) {
+            said.push(text);
+        }
+    }
+    said.join(": ")
 }
 
 async fn run(command: Command, secrets: &Secrets) -> Result<(), Failure> {

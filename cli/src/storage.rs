@@ -26,6 +26,9 @@ async fn connect(connection: &Connection, create: bool) -> Result<Database, Fail
     connected.map_err(|error| match error {
         // A URL that cannot work is a usage error; an unreachable server is not.
         StoreError::Config(message) => Failure::Usage(message),
+        error @ StoreError::MissingDatabase { .. } => {
+            Failure::Operation(anyhow::anyhow!("{error}; create it with `hexeract outbox migrate`"))
+        }
         error => Failure::Operation(anyhow::Error::new(error).context(format!("connecting to {}", redacted(&url)))),
     })
 }

@@ -199,6 +199,50 @@ fn usage_errors_exit_2() {
     succeeds(&["--help"]);
 }
 
+/// Every command but `outbox migrate` on a SQLite file that does not exist
+/// fails once, naming the file and the command that creates it, and
+/// creates nothing.
+#[test]
+fn a_missing_sqlite_file_says_how_to_create_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("absent.db");
+    let url = format!("sqlite:{}", path.display());
+    for args in [
+        vec!["outbox", "check"],
+        vec!["outbox", "stats"],
+        vec!["outbox", "dead", "list"],
+        vec!["outbox", "dead", "retry", "--all"],
+        vec!["outbox", "dead", "purge", "--older-than", "1d"],
+        vec!["inbox", "stats"],
+        vec!["inbox", "purge", "--older-than", "1d"],
+    ] {
+        let printed = fails_with(1, &[&args[..], &["--url", &url]].concat());
+        let expected =
+            format!("error: no SQLite database at {}; create it with `hexeract outbox migrate`", path.display());
+        assert_eq!(printed.trim(), expected, "{args:?}");
+        assert!(!path.exists(), "{args:?} created the file");
+    }
+    succeeds(&["outbox", "migrate", "--url", &url]);
+    assert!(path.exists(), "migrate creates the file");
+}
+
+/// A server with nothing listening fails at once with the cause, not after
+/// the connect timeout with the pool's "timed out"; the password is not
+/// printed.
+#[test]
+fn an_unreachable_server_fails_at_once_with_its_cause() {
+    for url in
+        ["postgres://postgres:Hunter2-TopSecret@127.0.0.1:1/test", "mysql://root:Hunter2-TopSecret@127.0.0.1:1/test"]
+    {
+        let started = std::time::Instant::now();
+        let printed = fails_with(1, &["outbox", "stats", "--url", url]);
+        assert!(started.elapsed() < Duration::from_secs(5), "{url}: {:?}", started.elapsed());
+        assert!(printed.contains("Connection refused") && !printed.contains("timed out"), "{printed}");
+        assert!(printed.contains("127.0.0.1:1") && !printed.contains("TopSecret"), "{printed}");
+        assert_eq!(printed.matches("Connection refused").count(), 1, "said once:\n{printed}");
+    }
+}
+
 /// No command prints a URL's password: not on success, not in errors,
 /// not percent-encoded.
 #[test]

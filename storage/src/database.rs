@@ -156,16 +156,50 @@ fn connect_error(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// One connection attempt to a server, within [`CONNECT_TIMEOUT`], before
+/// the pool is built: a pool retries a refused connection until its
+/// acquire timeout and then says only that it timed out, where this says
+/// why at once (connection refused, login refused, no such database).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+async fn try_connect<C: sqlx::Connection>(options: &C::Options) -> Result<(), StoreError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, C::connect_with(options)).await {
+        Ok(Ok(connection)) => {
+            // The pool opens its own; this one only proved the server answers.
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(connect_error(error)),
+        Err(_) => Err(StoreError::Unavailable {
+            operation: "connecting",
+            source: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()).into(),
+        }),
+    }
+}
+
+/// SQLite's "unable to open database file" for a file that is not there.
+#[cfg(feature = "sqlite")]
+fn is_missing_file(error: &sqlx::Error, file: &std::path::Path) -> bool {
+    // SQLITE_CANTOPEN; also the answer for an unreadable file or directory,
+    // hence the look at the path.
+    let cannot_open = matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("14"));
+    cannot_open && !file.exists()
+}
+
 impl Database {
     /// Connects to the database `url` names (see [`Dialect::of_url`]). A
     /// SQLite file must exist: use [`Database::connect_creating`] to create
     /// one.
     ///
+    /// A server is tried once before the pool is built, so that a refused
+    /// connection or login fails at once with its cause; a host that does
+    /// not answer fails after ten seconds.
+    ///
     /// # Errors
     /// [`StoreError::Config`] for an unknown scheme, a dialect this build
     /// was compiled without, or a malformed URL;
-    /// [`StoreError::Unavailable`] when the server cannot be reached within
-    /// ten seconds.
+    /// [`StoreError::MissingDatabase`] for a SQLite file that does not
+    /// exist; [`StoreError::Unavailable`] when the server refuses the
+    /// connection or the login, or does not answer within ten seconds.
     pub async fn connect(url: &str) -> Result<Database, StoreError> {
         Self::open(url, false).await
     }
@@ -193,20 +227,30 @@ impl Database {
                     .map_err(connect_error)?
                     .create_if_missing(create)
                     .busy_timeout(Duration::from_secs(5));
+                let file = options.get_filename().to_owned();
                 let pool = sqlx::sqlite::SqlitePoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(CONNECT_TIMEOUT)
                     .connect_with(options)
                     .await
-                    .map_err(connect_error)?;
+                    .map_err(|error| {
+                        if is_missing_file(&error, &file) {
+                            StoreError::MissingDatabase { dialect: "SQLite", location: file.display().to_string() }
+                        } else {
+                            connect_error(error)
+                        }
+                    })?;
                 Pool::Sqlite(pool)
             }
             #[cfg(feature = "postgres")]
             Dialect::Postgres => {
+                use std::str::FromStr as _;
+                let options = sqlx::postgres::PgConnectOptions::from_str(url).map_err(connect_error)?;
+                try_connect::<sqlx::PgConnection>(&options).await?;
                 let pool = sqlx::postgres::PgPoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect(url)
+                    .connect_with(options)
                     .await
                     .map_err(connect_error)?;
                 Pool::Postgres(pool)
@@ -218,10 +262,13 @@ impl Database {
                     Some(scheme) if scheme.eq_ignore_ascii_case("mariadb:") => format!("mysql:{}", &url[8..]),
                     _ => url.to_owned(),
                 };
+                use std::str::FromStr as _;
+                let options = sqlx::mysql::MySqlConnectOptions::from_str(&url).map_err(connect_error)?;
+                try_connect::<sqlx::MySqlConnection>(&options).await?;
                 let pool = sqlx::mysql::MySqlPoolOptions::new()
                     .max_connections(2)
                     .acquire_timeout(CONNECT_TIMEOUT)
-                    .connect(&url)
+                    .connect_with(options)
                     .await
                     .map_err(connect_error)?;
                 Pool::MySql(pool)

@@ -215,6 +215,14 @@ pub enum StoreError {
     /// The table does not exist.
     #[error("table `{0}` is missing; run the migrations (`.migrate()` on the builder)")]
     MissingTable(String),
+    /// The database does not exist (an SQLite file not created yet).
+    #[error("no {dialect} database at {location}")]
+    MissingDatabase {
+        /// `SQLite`, …
+        dialect: &'static str,
+        /// Where it was looked for (a file path).
+        location: String,
+    },
     /// The database could not be reached or the pool is exhausted: worth
     /// retrying after a backoff.
     #[error("database unavailable during {operation}")]
