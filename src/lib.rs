@@ -85,6 +85,27 @@ pub mod outbox {
 /// The transactional outbox and inbox stores, one module per database
 /// (features `sqlite`, on by default, `postgres` and `mysql`), and the sqlx
 /// version they are built with.
+///
+/// [`Database`](storage::Database) is a database of any dialect built in,
+/// chosen by URL, with the operator functions the `hexeract` CLI calls:
+/// schema, statistics, dead rows, inbox retention. Its errors are
+/// [`outbox::StoreError`]; outbox statistics are [`outbox::OutboxStats`].
+///
+/// ```no_run
+/// use hexeract::storage::{Database, StorageConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let db = Database::connect("sqlite:app.db").await?;
+/// let config = StorageConfig::default();
+/// db.migrate(&config).await?;
+/// let stats = db.outbox_stats(config.outbox_table()).await?;
+/// println!("{} pending, {} dead", stats.pending, stats.dead);
+/// for row in db.list_dead(config.outbox_table(), 10).await? {
+///     println!("{} {:?}", row.id.0, row.last_error);
+/// }
+/// db.close().await;
+/// # Ok(()) }
+/// ```
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub mod storage {
     #[cfg(feature = "mysql")]
@@ -97,8 +118,8 @@ pub mod storage {
     /// transactions so the types match.
     pub use hexeract_storage::sqlx;
     pub use hexeract_storage::{
-        AppliedMigration, DeadRow, InboxOutcome, OutboxConfig, SaveError, SentRetention, StorageConfig, TableName,
-        default_inbox_table,
+        AppliedMigration, Database, DeadMessage, DeadRow, Dialect, InboxOutcome, InboxStats, OutboxConfig, SaveError,
+        SchemaProblem, SentRetention, StorageConfig, TableName, default_inbox_table,
     };
 }
 
