@@ -33,11 +33,14 @@
 //! endpoint on `ADDR` (default `127.0.0.1:9464`): Prometheus text at
 //! `/metrics`, the snapshot `hexeract top --connect ADDR` reads at
 //! `/snapshot`. Ctrl-C stops it; the summary line is then printed as usual.
+//! Arguments are read before anything is created: an unknown one, or
+//! `--serve` in a build without `prometheus`, prints `error: …` and exits 2.
 //!
 //! ```text
 //! cargo run --example quickstart --features prometheus -- --serve
 //! ```
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hexeract::bus::{Destination, Outgoing, WireMessage};
@@ -386,8 +389,40 @@ async fn rabbitmq(_: &str) -> Result<hexeract::bus::MemoryTransport, BoxError> {
     Err("HEXERACT_AMQP_URL is set: build with the `rabbitmq` feature (on by default)".into())
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+const USAGE: &str = "usage: quickstart [--serve [ADDR]]";
+
+fn main() -> ExitCode {
+    // Arguments first: a mistake in them creates no database and says so
+    // at once.
+    let serve = match serve_address(std::env::args().skip(1)) {
+        Ok(Arguments::Run(serve)) => serve,
+        Ok(Arguments::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let result =
+        tokio::runtime::Runtime::new().map_err(BoxError::from).and_then(|runtime| runtime.block_on(run(serve)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut message = error.to_string();
+            let mut cause = error.source();
+            while let Some(error) = cause {
+                message = format!("{message}: {error}");
+                cause = error.source();
+            }
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(serve: Option<String>) -> Result<(), BoxError> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
     let url = std::env::var("DATABASE_URL").ok().filter(|url| !url.is_empty());
@@ -398,7 +433,6 @@ async fn main() -> Result<(), BoxError> {
         .outbox(db.outbox())
         .relay(RelayConfig::default().poll_interval(Duration::from_millis(200)))
         .discover_handlers();
-    let serve = serve_address()?;
     #[cfg(feature = "prometheus")]
     let builder = match &serve {
         Some(address) => builder.metrics_endpoint(address.clone()),
@@ -478,19 +512,39 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The address after `--serve`, its default, or `None` without the flag.
-fn serve_address() -> Result<Option<String>, BoxError> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(at) = args.iter().position(|arg| arg == "--serve") else {
-        if let Some(unknown) = args.first() {
-            return Err(format!("unknown argument `{unknown}`; the only flag is --serve [ADDR]").into());
+/// What the command line asks for.
+enum Arguments {
+    /// The flow; with `--serve`, the metrics endpoint's address.
+    Run(Option<String>),
+    /// `--help`.
+    Help,
+}
+
+/// Reads `[--serve [ADDR]]` (`ADDR` defaults to `127.0.0.1:9464`).
+///
+/// # Errors
+/// A sentence for any other argument, and for `--serve` in a build without
+/// the metrics endpoint.
+fn serve_address(args: impl IntoIterator<Item = String>) -> Result<Arguments, String> {
+    let mut args = args.into_iter().peekable();
+    let mut serve = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Arguments::Help),
+            "--serve" if serve.is_none() => {
+                let address = args.next_if(|next| !next.starts_with('-'));
+                serve = Some(address.unwrap_or_else(|| "127.0.0.1:9464".into()));
+            }
+            "--serve" => return Err("--serve is given twice".into()),
+            other => return Err(format!("unknown argument `{other}`; {USAGE}")),
         }
-        return Ok(None);
-    };
-    if cfg!(not(feature = "prometheus")) {
-        return Err("--serve needs the metrics endpoint: run with `--features prometheus`".into());
     }
-    Ok(Some(args.get(at + 1).filter(|arg| !arg.starts_with("--")).cloned().unwrap_or_else(|| "127.0.0.1:9464".into())))
+    if serve.is_some() && cfg!(not(feature = "prometheus")) {
+        return Err("--serve needs the metrics endpoint, behind the `prometheus` feature: \
+                    cargo run --example quickstart --features prometheus -- --serve"
+            .into());
+    }
+    Ok(Arguments::Run(serve))
 }
 
 /// `--serve`: keeps placing an order every 100 ms until Ctrl-C or SIGTERM,
