@@ -14,7 +14,7 @@ use hexeract_runtime::ports::transport::{
 use hexeract_transport_rabbitmq::{ConnectError, PeekedMessage, RabbitConfig, RabbitTransport, validate_topology};
 
 use crate::Failure;
-use crate::output::Output;
+use crate::output::{Output, counted};
 
 /// How many bytes of a body `bus peek` prints.
 const BODY_SHOWN: usize = 512;
@@ -123,10 +123,10 @@ pub async fn bus(command: BusCommand, out: &Output) -> Result<(), Failure> {
             })?;
             describe(&topology, out);
             out.line(format!(
-                "declared {} exchange(s), {} queue(s), {} binding(s) on {}",
-                topology.exchanges.len(),
-                topology.queues.len(),
-                topology.bindings.len(),
+                "declared {}, {}, {} on {}",
+                counted(topology.exchanges.len() as u64, "exchange", "exchanges"),
+                counted(topology.queues.len() as u64, "queue", "queues"),
+                counted(topology.bindings.len() as u64, "binding", "bindings"),
                 transport.config().url
             ));
         }
@@ -138,7 +138,13 @@ pub async fn bus(command: BusCommand, out: &Output) -> Result<(), Failure> {
             for (n, message) in peeked.iter().enumerate() {
                 show(n + 1, message, out);
             }
-            out.line(format!("{} message(s) shown from `{queue}`, all left in the queue", peeked.len()));
+            let shown = counted(peeked.len() as u64, "message", "messages");
+            let left = match peeked.len() {
+                0 => "",
+                1 => ", left in the queue",
+                _ => ", all left in the queue",
+            };
+            out.line(format!("{shown} shown from `{queue}`{left}"));
         }
         BusCommand::Purge { queue, yes, broker } => {
             if !yes {
@@ -150,7 +156,7 @@ pub async fn bus(command: BusCommand, out: &Output) -> Result<(), Failure> {
             let purged = transport.purge_queue(&queue).await;
             transport.close().await;
             let purged = purged.map_err(|error| operation(error, &queue, "purging"))?;
-            out.line(format!("{purged} message(s) purged from `{queue}`"));
+            out.line(format!("{} purged from `{queue}`", counted(purged, "message", "messages")));
         }
     }
     Ok(())

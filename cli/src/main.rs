@@ -164,7 +164,7 @@ enum DeadCommand {
     Purge {
         /// An age such as `30d`, `12h`, `90m`.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        older_than: Duration,
+        older_than: Age,
         #[command(flatten)]
         table: OutboxTable,
         #[command(flatten)]
@@ -186,7 +186,7 @@ enum InboxCommand {
     Purge {
         /// An age such as `30d`, `12h`, `90m`.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        older_than: Duration,
+        older_than: Age,
         /// The inbox table.
         #[arg(long, default_value = "hexeract_inbox", value_name = "NAME")]
         table: String,
@@ -195,9 +195,31 @@ enum InboxCommand {
     },
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|error| format!("`{text}` is not a duration such as 30d, 12h or 90m: {error}"))
+/// An age given on the command line, with the text it was written as
+/// (`30d`), which is how messages repeat it.
+#[derive(Debug, Clone)]
+pub struct Age {
+    text: String,
+    duration: Duration,
+}
+
+impl Age {
+    /// How long it is.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+}
+
+impl std::fmt::Display for Age {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Age, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("`{text}` is not a duration such as 30d, 12h or 90m: {error}"))?;
+    Ok(Age { text: text.trim().to_owned(), duration })
 }
 
 /// Why a command did not succeed, which decides the exit code.

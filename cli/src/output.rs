@@ -38,3 +38,22 @@ impl Output {
         }
     }
 }
+
+/// `n` and the noun that agrees with it: `1 queue`, `0 queues`,
+/// `2 inbox entries`.
+pub fn counted(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    #[test]
+    fn the_noun_agrees_with_the_count() {
+        assert_eq!(counted(0u32, "inbox entry", "inbox entries"), "0 inbox entries");
+        assert_eq!(counted(1u32, "inbox entry", "inbox entries"), "1 inbox entry");
+        assert_eq!(counted(2u64, "dead row", "dead rows"), "2 dead rows");
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use hexeract_runtime::MessageId;
 use hexeract_storage::{Database, StorageConfig, StoreError, TableName};
 
-use crate::output::Output;
+use crate::output::{Output, counted};
 use crate::secret::redacted;
 use crate::{Connection, DeadCommand, Failure, InboxCommand, OutboxCommand, SchemaTables};
 
@@ -69,8 +69,8 @@ pub async fn outbox(command: OutboxCommand, out: &Output) -> Result<(), Failure>
                     out.line(problem.to_string());
                 }
                 return Err(Failure::Operation(anyhow::anyhow!(
-                    "the schema has {} problem(s); `hexeract outbox migrate` creates what is missing",
-                    problems.len()
+                    "the schema has {}; `hexeract outbox migrate` creates what is missing",
+                    counted(problems.len() as u64, "problem", "problems")
                 )));
             }
             out.line(format!("{} schema is complete", db.dialect()));
@@ -114,7 +114,7 @@ async fn dead(command: DeadCommand, out: &Output) -> Result<(), Failure> {
                     timestamp(row.created_at)
                 ));
             }
-            out.line(format!("{} dead row(s)", rows.len()));
+            out.line(counted(rows.len() as u64, "dead row", "dead rows"));
         }
         DeadCommand::Show { id, table: name, connection } => {
             let table = table(&name.table)?;
@@ -148,7 +148,8 @@ async fn dead(command: DeadCommand, out: &Output) -> Result<(), Failure> {
             let result = match (id, all) {
                 (_, true) => {
                     let n = db.retry_all_dead(&table).await.context("replaying dead rows")?;
-                    out.line(format!("{n} dead row(s) are pending again"));
+                    let verb = if n == 1 { "is" } else { "are" };
+                    out.line(format!("{} {verb} pending again", counted(n, "dead row", "dead rows")));
                     Ok(())
                 }
                 (Some(id), false) => {
@@ -167,9 +168,9 @@ async fn dead(command: DeadCommand, out: &Output) -> Result<(), Failure> {
         DeadCommand::Purge { older_than, table: name, connection } => {
             let table = table(&name.table)?;
             let db = connect(&connection, false).await?;
-            let n = db.purge_dead(&table, older_than).await.context("purging dead rows")?;
+            let n = db.purge_dead(&table, older_than.duration()).await.context("purging dead rows")?;
             db.close().await;
-            out.line(format!("{n} dead row(s) older than {} deleted", humantime::format_duration(older_than)));
+            out.line(format!("{} older than {older_than} deleted", counted(n, "dead row", "dead rows")));
         }
     }
     Ok(())
@@ -193,9 +194,9 @@ pub async fn inbox(command: InboxCommand, out: &Output) -> Result<(), Failure> {
         InboxCommand::Purge { older_than, table: name, connection } => {
             let table = table(&name)?;
             let db = connect(&connection, false).await?;
-            let n = db.purge_inbox(&table, older_than).await.context("purging the inbox")?;
+            let n = db.purge_inbox(&table, older_than.duration()).await.context("purging the inbox")?;
             db.close().await;
-            out.line(format!("{n} inbox entr(y/ies) older than {} deleted", humantime::format_duration(older_than)));
+            out.line(format!("{} older than {older_than} deleted", counted(n, "inbox entry", "inbox entries")));
         }
     }
     Ok(())
