@@ -172,7 +172,8 @@ impl OutboxPoller {
         OutboxPoller { path, metrics, lag, store, publisher, config, stop, abandon }
     }
 
-    async fn relay(&self, owner: LeaseOwner, rows: Vec<OutboxRecord>) -> Result<(), StoreError> {
+    /// Publishes a claimed batch; what became of each row.
+    async fn publish_batch(&self, rows: Vec<OutboxRecord>) -> Vec<RowEnd> {
         // Group by ordering key, keeping claim order; unkeyed rows stand alone.
         let mut groups: Vec<Vec<OutboxRecord>> = Vec::new();
         let mut by_key: HashMap<String, usize> = HashMap::new();
@@ -188,12 +189,16 @@ impl OutboxPoller {
                 None => groups.push(vec![row]),
             }
         }
-        let ends: Vec<RowEnd> = futures::future::join_all(groups.into_iter().map(|group| self.publish_in_order(group)))
+        futures::future::join_all(groups.into_iter().map(|group| self.publish_in_order(group)))
             .await
             .into_iter()
             .flatten()
-            .collect();
+            .collect()
+    }
 
+    /// Records what became of a batch: sent rows marked, failed rows
+    /// rescheduled or dead, the rest given back.
+    async fn record(&self, owner: LeaseOwner, ends: Vec<RowEnd>) -> Result<(), StoreError> {
         let mut sent = Vec::new();
         let mut released = Vec::new();
         for end in ends {
@@ -323,15 +328,36 @@ impl ActorLoop for OutboxPoller {
             let lease = self.config.lease();
             let mut consecutive_errors = 0_u32;
             let error_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30)).expect("valid");
+            // The next batch, claimed while the last one's outcome was being
+            // recorded: one database round trip per batch off the critical
+            // path. Safe for ordering keys: until recorded, the last batch's
+            // rows are still pending, so the claim skips later rows of their
+            // keys.
+            let mut claimed_ahead: Option<Result<Vec<OutboxRecord>, StoreError>> = None;
             while !self.stop.is_cancelled() {
-                let claimed = self.store.claim(owner, self.config.batch_size, lease).await;
+                let claimed = match claimed_ahead.take() {
+                    Some(claimed) => claimed,
+                    None => self.store.claim(owner, self.config.batch_size, lease).await,
+                };
                 let result = match claimed {
                     Ok(rows) if rows.is_empty() => {
                         consecutive_errors = 0;
                         self.idle(&wakeup, self.config.poll_interval).await;
                         continue;
                     }
-                    Ok(rows) => self.relay(owner, rows).await,
+                    Ok(rows) => {
+                        let ends = self.publish_batch(rows).await;
+                        let claim_next = async {
+                            if self.stop.is_cancelled() {
+                                None
+                            } else {
+                                Some(self.store.claim(owner, self.config.batch_size, lease).await)
+                            }
+                        };
+                        let (recorded, next) = tokio::join!(self.record(owner, ends), claim_next);
+                        claimed_ahead = next;
+                        recorded
+                    }
                     Err(error) => Err(error),
                 };
                 match result {
@@ -356,6 +382,16 @@ impl ActorLoop for OutboxPoller {
                             () = self.stop.cancelled() => {}
                         }
                     }
+                }
+            }
+            // Stopped with a batch claimed ahead and not published: give it
+            // back now rather than leave it leased until the lease expires.
+            if let Some(Ok(rows)) = claimed_ahead
+                && !rows.is_empty()
+            {
+                let ids: Vec<MessageId> = rows.iter().map(OutboxRecord::id).collect();
+                if let Err(error) = self.store.release(owner, &ids).await {
+                    tracing::warn!(table = self.store.table(), %error, "could not give back rows claimed ahead; they return when their lease expires");
                 }
             }
             Ok(())
