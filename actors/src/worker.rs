@@ -16,6 +16,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt as _;
+use futures::future::Either;
 use hexeract_runtime::mailbox::{Mailbox, Slot};
 use hexeract_runtime::metrics::{ActorMetrics, Outcome, Stopwatch};
 use hexeract_runtime::supervision::ActorLoop;
@@ -64,8 +65,9 @@ where
 {
     // The caller's span (the dispatch span of the tracing middleware) becomes
     // the parent of the handler's span, across the hop to the actor's task.
-    let parent =
-        if tracing::span_enabled!(tracing::Level::INFO) { tracing::Span::current() } else { tracing::Span::none() };
+    // `None` rather than `Span::none()`: even an empty span costs a `log`
+    // check when dropped under tracing's `log` feature.
+    let parent = tracing::span_enabled!(tracing::Level::INFO).then(tracing::Span::current);
     Box::new(move |state: &mut S, worker: &WorkerInfo, slot: Slot| {
         Box::pin(run::<S, M>(state, worker, slot, message, ctx, reply, parent))
     })
@@ -85,7 +87,7 @@ async fn run<S, M>(
     message: M,
     seed: Seed,
     reply: oneshot::Sender<Result<M::Output, DispatchError>>,
-    parent: tracing::Span,
+    parent: Option<tracing::Span>,
 ) -> JobEnd
 where
     S: Handles<M>,
@@ -104,16 +106,18 @@ where
         return JobEnd::Continue;
     }
     // Made only when a subscriber wants it: a disabled span still costs a
-    // `log` check on every poll when tracing's `log` feature is on (sqlx
-    // turns it on).
-    let span = if tracing::span_enabled!(tracing::Level::INFO) {
+    // `log` check on creation, every poll and drop when tracing's `log`
+    // feature is on (sqlx turns it on).
+    let span = parent.map(|parent| {
         tracing::info_span!(parent: &parent, "handle", handler = worker.handler, actor = %worker.path, outcome = tracing::field::Empty)
-    } else {
-        tracing::Span::none()
-    };
+    });
     let ended = {
-        let mut handling =
-            std::pin::pin!(AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind().instrument(span.clone()));
+        let handling = AssertUnwindSafe(state.handle(message, &ctx)).catch_unwind();
+        // Not even an empty span's `Instrumented` wrapper when none is wanted.
+        let mut handling = std::pin::pin!(match &span {
+            Some(span) => Either::Left(handling.instrument(span.clone())),
+            None => Either::Right(handling),
+        });
         // Most handlers finish on their first poll, and then there is nothing
         // to race: the cancellation and timeout futures are only made (and
         // boxed, to keep this future small) for a handler that has to wait.
@@ -155,7 +159,9 @@ where
             return JobEnd::Continue;
         }
     };
-    span.record("outcome", outcome.as_str());
+    if let Some(span) = &span {
+        span.record("outcome", outcome.as_str());
+    }
     // Metrics before the answer: a caller that reads them after its reply
     // sees its own message counted.
     worker.metrics.record(outcome, started.elapsed());
