@@ -70,8 +70,8 @@ pub mod bus {
     #[cfg(feature = "rabbitmq")]
     pub mod rabbitmq {
         pub use hexeract_transport_rabbitmq::{
-            AmqpUrl, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, InvalidUrl, PeekedMessage, RabbitConfig, RabbitTransport,
-            validate_topology,
+            AmqpUrl, ConnectError, DEFAULT_MAX_MESSAGE_SIZE, InvalidUrl, PeekedMessage, RETRY_TIER_PREFIX,
+            RabbitConfig, RabbitTransport, validate_topology,
         };
     }
 }

@@ -11,16 +11,15 @@ use clap::{Args, Subcommand};
 use hexeract_runtime::ports::transport::{
     Destination, ExchangeKind, Overflow, QueueKind, QueueSpec, Topology, Transport as _, TransportError,
 };
-use hexeract_transport_rabbitmq::{ConnectError, PeekedMessage, RabbitConfig, RabbitTransport, validate_topology};
+use hexeract_transport_rabbitmq::{
+    ConnectError, PeekedMessage, RETRY_TIER_PREFIX, RabbitConfig, RabbitTransport, validate_topology,
+};
 
 use crate::Failure;
 use crate::output::{Output, counted};
 
 /// How many bytes of a body `bus peek` prints.
 const BODY_SHOWN: usize = 512;
-
-/// The prefix of the retry tier queues the transport declares for delays.
-const RETRY_TIER_PREFIX: &str = "hexeract.delay.";
 
 /// Where the broker is.
 #[derive(Debug, Clone, Args)]

@@ -33,6 +33,6 @@ mod wire;
 pub use config::{DEFAULT_MAX_MESSAGE_SIZE, RabbitConfig};
 pub use error::ConnectError;
 pub use peek::PeekedMessage;
-pub use topology::validate_topology;
+pub use topology::{RETRY_TIER_PREFIX, validate_topology};
 pub use transport::RabbitTransport;
 pub use url::{AmqpUrl, InvalidUrl};

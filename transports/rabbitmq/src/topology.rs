@@ -33,7 +33,7 @@ pub(crate) fn short_name(what: &'static str, name: &str, allow_empty: bool) -> R
     })
 }
 
-fn declared_name(what: &'static str, name: &str) -> Result<ShortString, TransportError> {
+pub(crate) fn declared_name(what: &'static str, name: &str) -> Result<ShortString, TransportError> {
     if name.starts_with("amq.") {
         return Err(TransportError::Invalid { what, reason: format!("`{name}`: the `amq.` prefix is the broker's") });
     }
@@ -265,6 +265,9 @@ fn refusal(kind: &'static str, name: &str, error: &lapin::Error) -> TransportErr
     TransportError::Conflict { kind, name: name.to_owned(), property: format!("{property} ({text})") }
 }
 
+/// How the names of retry tier queues begin: `hexeract.delay.<ms>ms.<queue>`.
+pub const RETRY_TIER_PREFIX: &str = "hexeract.delay.";
+
 /// The retry tier holding messages for `queue` for about `delay`: delays
 /// are rounded up to a power of two of milliseconds, so a queue has at most
 /// a couple of dozen tiers. Each tier is a queue whose messages all share
@@ -274,7 +277,7 @@ fn refusal(kind: &'static str, name: &str, error: &lapin::Error) -> TransportErr
 pub(crate) fn delay_tier(queue: &str, delay: Duration) -> Result<(String, QueueSpec), TransportError> {
     let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX).max(1);
     let tier = millis.checked_next_power_of_two().unwrap_or(1 << 62);
-    let name = format!("hexeract.delay.{tier}ms.{queue}");
+    let name = format!("{RETRY_TIER_PREFIX}{tier}ms.{queue}");
     short_name("retry tier queue name", &name, false)?;
     let mut spec = QueueSpec::durable(name.clone());
     spec.message_ttl_ms = Some(tier);

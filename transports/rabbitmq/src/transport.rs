@@ -391,13 +391,7 @@ impl RabbitTransport {
     /// `Invalid` for a name of the broker's (`amq.…`) or an over-long one;
     /// `ConnectionLost`.
     pub async fn delete_exchange(&self, exchange: &str) -> Result<(), TransportError> {
-        let name = short_name("exchange name", exchange, false)?;
-        if exchange.starts_with("amq.") {
-            return Err(TransportError::Invalid {
-                what: "exchange name",
-                reason: format!("`{exchange}`: the `amq.` prefix is the broker's"),
-            });
-        }
+        let name = topology::declared_name("exchange name", exchange)?;
         let live = self.connector.live().await?;
         self.on_scratch_channel(&live, async |channel| {
             channel
