@@ -159,7 +159,8 @@ impl BusTree {
             let lag = metrics.relay_lag(store.table());
             let body = OutboxPoller::new(
                 path.clone(),
-                (Arc::clone(&actor_metrics), lag),
+                Arc::clone(&actor_metrics),
+                lag,
                 store,
                 publisher.clone(),
                 config.relay.clone(),

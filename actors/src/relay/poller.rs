@@ -160,9 +160,11 @@ enum RowEnd {
 }
 
 impl OutboxPoller {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         path: String,
-        (metrics, lag): (Arc<ActorMetrics>, Arc<RelayLag>),
+        metrics: Arc<ActorMetrics>,
+        lag: Arc<RelayLag>,
         store: Arc<dyn OutboxStore>,
         publisher: Publisher,
         config: RelayConfig,

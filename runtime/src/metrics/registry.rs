@@ -55,26 +55,22 @@ impl MetricsRegistry {
 
     /// Each outbox table's relay lag so far, as percentiles.
     pub fn relay_lags(&self) -> Vec<(String, Latency)> {
-        let lags: Vec<Arc<RelayLag>> =
-            self.relay_lags.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
-        lags.iter()
-            .map(|lag| {
-                let histogram = lag.histogram.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                (lag.table.clone(), Latency::from_histogram(&histogram))
-            })
-            .collect()
+        self.lag_copies().into_iter().map(|(table, histogram)| (table, Latency::from_histogram(&histogram))).collect()
     }
 
     /// Each outbox table's relay lag as cumulative counts at `bounds`
     /// (ascending); [`LatencyHistogram::path`] is the table.
     pub fn relay_lag_histograms(&self, bounds: &[Duration]) -> Vec<LatencyHistogram> {
+        self.lag_copies().into_iter().map(|(table, histogram)| cumulative(table, &histogram, bounds)).collect()
+    }
+
+    /// A copy of each table's lag histogram, each lock held for its copy
+    /// only (the registry's list is not held while they are taken).
+    fn lag_copies(&self) -> Vec<(String, Histogram<u64>)> {
         let lags: Vec<Arc<RelayLag>> =
             self.relay_lags.read().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect();
         lags.iter()
-            .map(|lag| {
-                let histogram = lag.histogram.lock().unwrap_or_else(PoisonError::into_inner).clone();
-                cumulative(lag.table.clone(), &histogram, bounds)
-            })
+            .map(|lag| (lag.table.clone(), lag.histogram.lock().unwrap_or_else(PoisonError::into_inner).clone()))
             .collect()
     }
 
