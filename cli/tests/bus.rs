@@ -2,39 +2,20 @@
 //! (skipped with a visible line when unset, failing under `CI=true`).
 //! Every queue and exchange has a name of its own and is deleted after.
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use hexeract_runtime::ports::transport::{Destination, Outgoing, QueueSpec, Topology, Transport as _, TransportError};
 use hexeract_runtime::ports::wire::WireMessage;
 use hexeract_transport_rabbitmq::RabbitTransport;
 
+mod common;
 #[path = "../../storage/tests/conformance/env.rs"]
 mod env;
 
+use common::{exits, hexeract, text};
+
 fn amqp_url() -> Option<String> {
     env::database_url("HEXERACT_AMQP_URL", "RabbitMQ")
-}
-
-/// Runs `hexeract args…` with no broker URL in its environment.
-fn hexeract(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hexeract"))
-        .args(args)
-        .env_remove("HEXERACT_AMQP_URL")
-        .output()
-        .expect("run hexeract")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-#[track_caller]
-fn exits(code: i32, args: &[&str]) -> String {
-    let output = hexeract(args);
-    let printed = text(&output);
-    assert_eq!(output.status.code(), Some(code), "hexeract {args:?}:\n{printed}");
-    printed
 }
 
 fn unique(tag: &str) -> String {
@@ -208,7 +189,7 @@ async fn bus_commands_never_print_the_password() {
             assert!(!printed.contains(secret), "{args:?} printed the password:\n{printed}");
             assert!(!printed.trim().is_empty(), "{args:?} printed nothing");
         }
-        let output = Command::new(env!("CARGO_BIN_EXE_hexeract"))
+        let output = common::command()
             .args(["bus", "peek", &queue])
             .env("HEXERACT_AMQP_URL", with)
             .output()

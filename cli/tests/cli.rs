@@ -3,15 +3,18 @@
 //! storage suite's URL-or-skip rule: skipped with a visible line locally,
 //! failing under `CI=true`).
 
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use hexeract_runtime::{Message, MessageId, MessageKind};
 use hexeract_storage::{Database, LeaseOwner, OutboxConfig, OutboxStore, TableName};
 use serde::Serialize;
 
+mod common;
 #[path = "../../storage/tests/conformance/env.rs"]
 mod env;
+
+use common::{exits, hexeract, text};
 
 #[derive(Serialize)]
 struct OrderPlaced {
@@ -24,33 +27,11 @@ impl Message for OrderPlaced {
     type Output = ();
 }
 
-/// Runs `hexeract args…` with no database URL in its environment but the
-/// one given.
-fn hexeract(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hexeract"))
-        .args(args)
-        .env_remove("HEXERACT_DATABASE_URL")
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run hexeract")
-}
-
-fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
 #[track_caller]
 fn succeeds(args: &[&str]) -> String {
     let output = hexeract(args);
     assert_eq!(output.status.code(), Some(0), "hexeract {args:?}:\n{}", text(&output));
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-#[track_caller]
-fn fails_with(code: i32, args: &[&str]) -> String {
-    let output = hexeract(args);
-    assert_eq!(output.status.code(), Some(code), "hexeract {args:?}:\n{}", text(&output));
-    text(&output)
 }
 
 fn unique(tag: &str) -> String {
@@ -108,7 +89,7 @@ async fn operate(url: &str) {
     let check = succeeds(&[&["outbox", "check"], &tables[..]].concat());
     assert!(check.contains("schema is complete"), "{check}");
     let absent = unique("absent");
-    let missing = fails_with(1, &["outbox", "check", "--url", url, "--table", &absent, "--no-inbox"]);
+    let missing = exits(1, &["outbox", "check", "--url", url, "--table", &absent, "--no-inbox"]);
     assert!(missing.contains(&format!("table `{absent}` is missing")), "{missing}");
 
     let ids = dead_rows(url, &outbox, 2).await;
@@ -122,7 +103,7 @@ async fn operate(url: &str) {
     assert!(show.contains("broker rejected it") && show.contains(r#"{"order":0}"#), "{show}");
     let replayed = succeeds(&[&["outbox", "dead", "retry", &id], &on[..]].concat());
     assert!(replayed.contains("pending again"), "{replayed}");
-    let not_dead = fails_with(1, &[&["outbox", "dead", "retry", &id], &on[..]].concat());
+    let not_dead = exits(1, &[&["outbox", "dead", "retry", &id], &on[..]].concat());
     assert!(not_dead.contains("no dead row"), "{not_dead}");
     let all = succeeds(&[&["outbox", "dead", "retry", "--all"], &on[..]].concat());
     assert!(all.contains("1 dead row is pending again"), "{all}");
@@ -188,15 +169,15 @@ async fn operates_mariadb() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let no_url = fails_with(2, &["outbox", "stats"]);
+    let no_url = exits(2, &["outbox", "stats"]);
     assert!(no_url.contains("HEXERACT_DATABASE_URL"), "{no_url}");
-    let scheme = fails_with(2, &["outbox", "stats", "--url", "redis://127.0.0.1"]);
+    let scheme = exits(2, &["outbox", "stats", "--url", "redis://127.0.0.1"]);
     assert!(scheme.contains("`redis`"), "{scheme}");
-    let duration = fails_with(2, &["inbox", "purge", "--older-than", "soon", "--url", "sqlite:x.db"]);
+    let duration = exits(2, &["inbox", "purge", "--older-than", "soon", "--url", "sqlite:x.db"]);
     assert!(duration.contains("soon"), "{duration}");
-    fails_with(2, &["outbox", "dead", "retry", "--url", "sqlite:x.db"]);
-    fails_with(2, &["outbox", "stats", "--url", "sqlite:x.db", "--table", "no;such"]);
-    fails_with(2, &["outbox", "frobnicate"]);
+    exits(2, &["outbox", "dead", "retry", "--url", "sqlite:x.db"]);
+    exits(2, &["outbox", "stats", "--url", "sqlite:x.db", "--table", "no;such"]);
+    exits(2, &["outbox", "frobnicate"]);
     succeeds(&["--help"]);
 }
 
@@ -217,7 +198,7 @@ fn a_missing_sqlite_file_says_how_to_create_it() {
         vec!["inbox", "stats"],
         vec!["inbox", "purge", "--older-than", "1d"],
     ] {
-        let printed = fails_with(1, &[&args[..], &["--url", &url]].concat());
+        let printed = exits(1, &[&args[..], &["--url", &url]].concat());
         let expected =
             format!("error: no SQLite database at {}; create it with `hexeract outbox migrate`", path.display());
         assert_eq!(printed.trim(), expected, "{args:?}");
@@ -236,7 +217,7 @@ fn an_unreachable_server_fails_at_once_with_its_cause() {
         ["postgres://postgres:Hunter2-TopSecret@127.0.0.1:1/test", "mysql://root:Hunter2-TopSecret@127.0.0.1:1/test"]
     {
         let started = std::time::Instant::now();
-        let printed = fails_with(1, &["outbox", "stats", "--url", url]);
+        let printed = exits(1, &["outbox", "stats", "--url", url]);
         assert!(started.elapsed() < Duration::from_secs(5), "{url}: {:?}", started.elapsed());
         assert!(printed.contains("Connection refused") && !printed.contains("timed out"), "{printed}");
         assert!(printed.contains("127.0.0.1:1") && !printed.contains("TopSecret"), "{printed}");
@@ -274,10 +255,8 @@ fn passwords_are_never_printed() {
             vec!["outbox", "dead", "purge", "--older-than", "400d", "--url", url],
             vec!["inbox", "stats", "--url", url],
         ] {
-            let child = Command::new(env!("CARGO_BIN_EXE_hexeract"))
+            let child = common::command()
                 .args(&args)
-                .env_remove("HEXERACT_DATABASE_URL")
-                .env_remove("DATABASE_URL")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -285,7 +264,7 @@ fn passwords_are_never_printed() {
             running.push((format!("{args:?}"), child));
         }
         // Through the environment as well.
-        let child = Command::new(env!("CARGO_BIN_EXE_hexeract"))
+        let child = common::command()
             .args(["outbox", "stats"])
             .env("HEXERACT_DATABASE_URL", url)
             .stdout(Stdio::piped())

@@ -4,7 +4,6 @@
 //! row's id. On SQLite always, on PostgreSQL when `HEXERACT_PG_URL` is set.
 
 use std::num::NonZeroU32;
-use std::process::Command;
 use std::time::Duration;
 
 use hexeract::outbox::{LeaseOwner, OutboxStore, RelayConfig};
@@ -13,6 +12,7 @@ use hexeract::{Context, Hexeract, Message, MessageId, handler};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+mod common;
 #[path = "../../storage/tests/conformance/env.rs"]
 mod env;
 
@@ -32,15 +32,7 @@ async fn on_invoice(_event: InvoiceIssued, ctx: &Context) -> Result<(), hexeract
 
 #[track_caller]
 fn hexeract_cli(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_hexeract"))
-        .args(args)
-        .env_remove("HEXERACT_DATABASE_URL")
-        .env_remove("DATABASE_URL")
-        .output()
-        .expect("run hexeract");
-    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert_eq!(output.status.code(), Some(0), "hexeract {args:?}:\n{printed}");
-    printed
+    common::exits(0, args)
 }
 
 fn unique_table() -> String {
