@@ -73,9 +73,7 @@ use serde::{Deserialize, Serialize};
 
 mod support;
 
-use support::{
-    Failure, claimed, count, drop_table, exec, fill, flush, knob, median, percentile, raw_claim_sql, unique, verdict,
-};
+use support::{Failure, RawOutbox, count, drop_table, exec, fill, flush, knob, median, percentile, unique, verdict};
 
 const EXCHANGE: &str = "hexeract.events";
 const QUEUE: &str = "bench.outbox.drain";
@@ -230,36 +228,16 @@ async fn drain_store(pool: &PgPool, table: &TableName, config: &Config) -> Resul
 
 /// Drains the table with the raw loop; rows/s.
 async fn drain_raw(pool: &PgPool, table: &TableName, config: &Config) -> Result<f64, Failure> {
-    let t = table.ansi_quoted();
-    let claim = raw_claim_sql(&t);
-    let mark_sent = format!("DELETE FROM {t} WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending'");
-    let owner = Uuid::new_v4();
-    let lease_micros = RelayConfig::default().lease().as_micros() as f64;
+    let raw = RawOutbox::new(pool, table, config.batch);
     let started = Instant::now();
     let mut total = 0_usize;
     loop {
-        let rows = sqlx::query(AssertSqlSafe(claim.clone()))
-            .bind(owner)
-            .bind(lease_micros)
-            .bind(i64::from(config.batch))
-            .fetch_all(pool)
-            .await
-            .map_err(|e| format!("raw claim: {e}"))?;
-        if rows.is_empty() {
+        let batch = raw.claim().await?;
+        if batch.is_empty() {
             break;
         }
-        let mut batch = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-        batch.sort_by_key(|row| row.seq);
         let ids: Vec<Uuid> = batch.iter().map(|row| row.id).collect();
-        let done = sqlx::query(AssertSqlSafe(mark_sent.clone()))
-            .bind(owner)
-            .bind(&ids)
-            .execute(pool)
-            .await
-            .map_err(|e| format!("raw mark sent: {e}"))?;
-        if done.rows_affected() != ids.len() as u64 {
-            return Err(format!("raw: {} of {} rows marked", done.rows_affected(), ids.len()));
-        }
+        raw.mark_sent(&ids).await?;
         total += ids.len();
     }
     let elapsed = started.elapsed();

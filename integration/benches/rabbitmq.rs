@@ -79,7 +79,6 @@ use hexeract::outbox::RelayConfig;
 use hexeract::storage::postgres::{self, PgOutbox};
 use hexeract::storage::sqlx::postgres::{PgPool, PgPoolOptions};
 use hexeract::storage::sqlx::types::Uuid;
-use hexeract::storage::sqlx::{self, AssertSqlSafe};
 use hexeract::storage::{OutboxConfig, StorageConfig, TableName};
 use hexeract::{BoxError, Codec, Context, Envelope, Hexeract, Message, MessageId, handler};
 use lapin::options::{
@@ -91,7 +90,7 @@ use serde::{Deserialize, Serialize};
 
 mod support;
 
-use support::{Failure, claimed, count, drop_table, fill, flush, knob, median, raw_claim_sql, unique, verdict};
+use support::{Failure, RawOutbox, count, drop_table, fill, flush, knob, median, unique, verdict};
 
 const EXCHANGE: &str = "hexeract.events";
 const PUBLISH_QUEUE: &str = "bench.rabbit.publish";
@@ -446,30 +445,17 @@ async fn relay_raw(
     rabbit: &RabbitTransport,
     config: &Config,
 ) -> Result<f64, Failure> {
-    let t = table.ansi_quoted();
-    let claim = raw_claim_sql(&t);
-    let mark_sent = format!("DELETE FROM {t} WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending'");
-    let owner = Uuid::new_v4();
-    let lease_micros = RelayConfig::default().lease().as_micros() as f64;
-    let batch = i64::from(RelayConfig::default().batch_size.get());
+    let raw = RawOutbox::new(pool, table, RelayConfig::default().batch_size.get());
     let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
     let started = Instant::now();
     let (connection, channel) = raw_channel(&config.amqp_url).await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| format!("confirm mode: {e}"))?;
     let mut total = 0_usize;
     loop {
-        let rows = sqlx::query(AssertSqlSafe(claim.clone()))
-            .bind(owner)
-            .bind(lease_micros)
-            .bind(batch)
-            .fetch_all(pool)
-            .await
-            .map_err(|e| format!("raw claim: {e}"))?;
-        if rows.is_empty() {
+        let claimed = raw.claim().await?;
+        if claimed.is_empty() {
             break;
         }
-        let mut claimed = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-        claimed.sort_by_key(|row| row.seq);
         let mut confirms = Vec::with_capacity(claimed.len());
         for row in &claimed {
             let created = row.created_at.unix_timestamp().max(0) as u64;
@@ -485,15 +471,7 @@ async fn relay_raw(
             confirmed(confirm.await, "raw relay")?;
             sent.push(row.id);
         }
-        let done = sqlx::query(AssertSqlSafe(mark_sent.clone()))
-            .bind(owner)
-            .bind(&sent)
-            .execute(pool)
-            .await
-            .map_err(|e| format!("raw mark sent: {e}"))?;
-        if done.rows_affected() != sent.len() as u64 {
-            return Err(format!("raw relay: {} of {} rows marked", done.rows_affected(), sent.len()));
-        }
+        raw.mark_sent(&sent).await?;
         total += sent.len();
     }
     let elapsed = started.elapsed();
@@ -523,6 +501,14 @@ struct Pair {
 }
 
 impl Pair {
+    /// Keeps one run's figure and prints it, e.g. `  publish raw 20000/s;`.
+    fn record(&mut self, what: &str, hexeract_turn: bool, figure: f64, unit: &str) {
+        let (variant, figures) = if hexeract_turn { ("hexeract", &mut self.hexeract) } else { ("raw", &mut self.raw) };
+        figures.push(figure);
+        print!("  {what} {variant} {figure:.0}{unit};");
+        flush();
+    }
+
     fn summary(&self, what: &str, unit: &str, target: f64) {
         if self.hexeract.is_empty() || self.raw.is_empty() {
             return;
@@ -607,42 +593,30 @@ async fn rounds(
         for i in 0..2 {
             let hexeract_turn = (round + i) % 2 == 0;
             if config.wants("publish") {
-                if hexeract_turn {
-                    let r = publish_hexeract(rabbit, config).await?;
-                    publish.hexeract.push(r);
-                    print!("  publish hexeract {r:.0}/s;");
+                let r = if hexeract_turn {
+                    publish_hexeract(rabbit, config).await?
                 } else {
-                    let r = publish_raw(rabbit, config).await?;
-                    publish.raw.push(r);
-                    print!("  publish raw {r:.0}/s;");
-                }
-                flush();
+                    publish_raw(rabbit, config).await?
+                };
+                publish.record("publish", hexeract_turn, r, "/s");
             }
             if config.wants("consume") {
                 fill_queue(rabbit, config.messages).await?;
-                if hexeract_turn {
-                    let r = consume_hexeract(rabbit, config).await?;
-                    consume.hexeract.push(r);
-                    print!("  consume hexeract {r:.0}/s;");
+                let r = if hexeract_turn {
+                    consume_hexeract(rabbit, config).await?
                 } else {
-                    let r = consume_raw(rabbit, config).await?;
-                    consume.raw.push(r);
-                    print!("  consume raw {r:.0}/s;");
-                }
-                flush();
+                    consume_raw(rabbit, config).await?
+                };
+                consume.record("consume", hexeract_turn, r, "/s");
             }
             if let Some((pool, table)) = pg {
                 fill(pool, table, PLACED, config.rows).await?;
-                if hexeract_turn {
-                    let r = relay_hexeract(pool, table, rabbit, config).await?;
-                    relay.hexeract.push(r);
-                    print!("  relay hexeract {r:.0} rows/s;");
+                let r = if hexeract_turn {
+                    relay_hexeract(pool, table, rabbit, config).await?
                 } else {
-                    let r = relay_raw(pool, table, rabbit, config).await?;
-                    relay.raw.push(r);
-                    print!("  relay raw {r:.0} rows/s;");
-                }
-                flush();
+                    relay_raw(pool, table, rabbit, config).await?
+                };
+                relay.record("relay", hexeract_turn, r, " rows/s");
             }
         }
     }

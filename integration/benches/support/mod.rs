@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use hexeract::MessageId;
+use hexeract::outbox::RelayConfig;
 use hexeract::storage::TableName;
 use hexeract::storage::sqlx::postgres::{PgPool, PgRow};
 use hexeract::storage::sqlx::types::Uuid;
@@ -143,7 +144,7 @@ pub struct Claimed {
     pub ordering_key: Option<String>,
 }
 
-pub fn claimed(row: &PgRow) -> Result<Claimed, sqlx::Error> {
+fn claimed(row: &PgRow) -> Result<Claimed, sqlx::Error> {
     Ok(Claimed {
         seq: row.try_get("seq")?,
         id: row.try_get("id")?,
@@ -162,7 +163,7 @@ pub fn claimed(row: &PgRow) -> Result<Claimed, sqlx::Error> {
 /// One statement that claims up to `$3` due rows of table `t` (quoted) for
 /// lease owner `$1` for `$2` microseconds, and commits on its own: what the
 /// relay's claim does, written by hand.
-pub fn raw_claim_sql(t: &str) -> String {
+fn raw_claim_sql(t: &str) -> String {
     format!(
         "WITH due AS ( \
            SELECT o.id FROM {t} AS o \
@@ -176,4 +177,59 @@ pub fn raw_claim_sql(t: &str) -> String {
          RETURNING u.seq, u.id, u.name, u.payload, u.content_type, u.headers, u.correlation_id, u.causation_id, \
            u.created_at, u.attempts, u.ordering_key"
     )
+}
+
+/// The raw loop's two statements on one outbox table, written by hand:
+/// claim a batch with a lease (committed on its own), and delete what was
+/// sent (the relay's default retention), fenced on the lease owner.
+pub struct RawOutbox<'a> {
+    pool: &'a PgPool,
+    claim: String,
+    mark_sent: String,
+    owner: Uuid,
+    lease_micros: f64,
+    batch: i64,
+}
+
+impl<'a> RawOutbox<'a> {
+    /// Batches of `batch` rows, with the relay's default lease.
+    pub fn new(pool: &'a PgPool, table: &TableName, batch: u32) -> Self {
+        let t = table.ansi_quoted();
+        RawOutbox {
+            pool,
+            claim: raw_claim_sql(&t),
+            mark_sent: format!("DELETE FROM {t} WHERE id = ANY($2) AND lease_owner = $1 AND status = 'pending'"),
+            owner: Uuid::new_v4(),
+            lease_micros: RelayConfig::default().lease().as_micros() as f64,
+            batch: i64::from(batch),
+        }
+    }
+
+    /// The next batch in commit order, decoded; empty when nothing is due.
+    pub async fn claim(&self) -> Result<Vec<Claimed>, Failure> {
+        let rows = sqlx::query(AssertSqlSafe(self.claim.clone()))
+            .bind(self.owner)
+            .bind(self.lease_micros)
+            .bind(self.batch)
+            .fetch_all(self.pool)
+            .await
+            .map_err(|e| format!("raw claim: {e}"))?;
+        let mut claimed = rows.iter().map(claimed).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+        claimed.sort_by_key(|row| row.seq);
+        Ok(claimed)
+    }
+
+    /// Deletes the rows `ids`, checking that every one was still held.
+    pub async fn mark_sent(&self, ids: &[Uuid]) -> Result<(), Failure> {
+        let done = sqlx::query(AssertSqlSafe(self.mark_sent.clone()))
+            .bind(self.owner)
+            .bind(ids)
+            .execute(self.pool)
+            .await
+            .map_err(|e| format!("raw mark sent: {e}"))?;
+        if done.rows_affected() != ids.len() as u64 {
+            return Err(format!("raw: {} of {} rows marked", done.rows_affected(), ids.len()));
+        }
+        Ok(())
+    }
 }
